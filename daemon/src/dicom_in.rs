@@ -1,0 +1,1 @@
+//! Reading CT series from DICOM files: grouping, choosing the series, decoding pixels.

@@ -1,0 +1,57 @@
+//! The one error type of the vcfd library.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// What can fail around the analysis: files, DICOM parsing and encoding.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] vcfd_model::Error),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file that is not DICOM or cannot be decoded; carries the file so the admin can find it.
+    #[error("{}: {reason}", path.display())]
+    Dicom { path: PathBuf, reason: String },
+    /// Input that contains no analysable CT series.
+    #[error("no CT series to analyse: {0}")]
+    NoSeries(String),
+    #[error("cannot write DICOM: {0}")]
+    Write(String),
+    #[error("cannot write image {}: {reason}", path.display())]
+    Image { path: PathBuf, reason: String },
+    /// A config file that is not valid TOML or names an unknown option.
+    #[error("config {}: {reason}", path.display())]
+    ConfigParse { path: PathBuf, reason: String },
+    /// A config file with semantic problems; lists all of them so one edit fixes everything.
+    #[error("config {} has {} problem(s):\n  {}", path.display(), problems.len(), problems.join("\n  "))]
+    ConfigInvalid { path: PathBuf, problems: Vec<String> },
+    /// A PEM file (certificate, key, CA) that cannot be used.
+    #[error("{}: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    /// TLS settings of a PACS destination that rustls refuses.
+    #[error("PACS {destination:?}: TLS: {reason}")]
+    Tls { destination: String, reason: String },
+    /// `vcfd provision` found an identity and was not told to replace it.
+    #[error("an identity already exists ({}); nothing was changed. Use --force to replace it (the PACS must then trust the new certificate)", existing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    IdentityExists { existing: Vec<PathBuf> },
+    /// Provisioning input or key generation failed.
+    #[error("provisioning: {0}")]
+    Provision(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for the vcfd library.
+pub type Result<T> = std::result::Result<T, Error>;

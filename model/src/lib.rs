@@ -1,0 +1,14 @@
+//! Pure computation for vcfd: CT volume in, findings out.
+//!
+//! This crate never touches the network or persistent state; the daemon feeds it volumes
+//! and stores what it returns. Each pipeline stage lives in a module named after it.
+
+pub mod error;
+pub mod morphometry;
+pub mod phantom;
+pub mod series;
+pub mod truth;
+pub mod volume;
+
+pub use error::{Error, Result};
+pub use volume::{Geometry, Volume};

@@ -1,0 +1,1 @@
+//! Synthetic chest/abdomen CT with exactly known vertebral anatomy and pathology.
