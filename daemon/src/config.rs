@@ -17,8 +17,8 @@ use std::sync::Arc;
 /// The DICOM Verification SOP class, which every PACS answers and `vcfd check` uses.
 pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
 
-/// Whole configuration of one appliance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Whole configuration of one appliance; `Default` is the embedded configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub appliance: ApplianceConfig,
@@ -34,7 +34,7 @@ pub struct Config {
 }
 
 /// Who this box is: written once by `vcfd provision`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApplianceConfig {
     /// Box serial; also the CN of its TLS client certificate. Empty on an unprovisioned box.
@@ -165,14 +165,6 @@ impl fmt::Display for Transport {
     }
 }
 
-impl Default for ApplianceConfig {
-    fn default() -> Self {
-        ApplianceConfig {
-            serial: String::new(),
-        }
-    }
-}
-
 impl Default for ScpConfig {
     fn default() -> Self {
         ScpConfig {
@@ -230,21 +222,6 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             ack_token: String::new(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            appliance: ApplianceConfig::default(),
-            scp: ScpConfig::default(),
-            storage: StorageConfig::default(),
-            analysis: AnalysisConfig::default(),
-            forward: ForwardConfig::default(),
-            retention: RetentionConfig::default(),
-            http: HttpConfig::default(),
-            pacs: Vec::new(),
         }
     }
 }
@@ -336,7 +313,10 @@ impl Config {
 
         let scp = &self.scp;
         if scp.listen.port() == 0 {
-            bad("scp.listen", "port 0 is not a fixed port; modalities need to know where to send".into());
+            bad(
+                "scp.listen",
+                "port 0 is not a fixed port; modalities need to know where to send".into(),
+            );
         }
         if let Err(m) = check_ae_title(&scp.ae_title) {
             bad("scp.ae_title", m);
@@ -355,21 +335,33 @@ impl Config {
             );
         }
         if !(1..=256).contains(&scp.max_associations) {
-            bad("scp.max_associations", format!("{} is outside 1..=256", scp.max_associations));
+            bad(
+                "scp.max_associations",
+                format!("{} is outside 1..=256", scp.max_associations),
+            );
         }
         if !(MIN_PDU..=MAX_PDU).contains(&scp.max_pdu_length) {
             bad(
                 "scp.max_pdu_length",
-                format!("{} is outside {MIN_PDU}..={MAX_PDU} bytes", scp.max_pdu_length),
+                format!(
+                    "{} is outside {MIN_PDU}..={MAX_PDU} bytes",
+                    scp.max_pdu_length
+                ),
             );
         }
         if !(1..=86_400).contains(&scp.idle_timeout_s) {
-            bad("scp.idle_timeout_s", format!("{} is outside 1..=86400 s", scp.idle_timeout_s));
+            bad(
+                "scp.idle_timeout_s",
+                format!("{} is outside 1..=86400 s", scp.idle_timeout_s),
+            );
         }
 
         let st = &self.storage;
         if st.state_dir.as_os_str().is_empty() {
-            bad("storage.state_dir", "empty; give the folder for spool, database and results".into());
+            bad(
+                "storage.state_dir",
+                "empty; give the folder for spool, database and results".into(),
+            );
         }
         if !(50..=99).contains(&st.disk_watermark_percent) {
             bad(
@@ -385,15 +377,24 @@ impl Config {
         }
 
         if !(1..=64).contains(&self.analysis.workers) {
-            bad("analysis.workers", format!("{} is outside 1..=64", self.analysis.workers));
+            bad(
+                "analysis.workers",
+                format!("{} is outside 1..=64", self.analysis.workers),
+            );
         }
         if !(1..=100).contains(&self.analysis.max_attempts) {
-            bad("analysis.max_attempts", format!("{} is outside 1..=100", self.analysis.max_attempts));
+            bad(
+                "analysis.max_attempts",
+                format!("{} is outside 1..=100", self.analysis.max_attempts),
+            );
         }
 
         let fw = &self.forward;
         if fw.backoff_initial_s == 0 {
-            bad("forward.backoff_initial_s", "0 would retry in a tight loop; use at least 1 s".into());
+            bad(
+                "forward.backoff_initial_s",
+                "0 would retry in a tight loop; use at least 1 s".into(),
+            );
         }
         if fw.backoff_max_s < fw.backoff_initial_s {
             bad(
@@ -405,7 +406,10 @@ impl Config {
             );
         }
         if !(1..=3600).contains(&fw.timeout_s) {
-            bad("forward.timeout_s", format!("{} is outside 1..=3600 s", fw.timeout_s));
+            bad(
+                "forward.timeout_s",
+                format!("{} is outside 1..=3600 s", fw.timeout_s),
+            );
         }
 
         if self.retention.results_days == 0 {
@@ -438,7 +442,10 @@ impl Config {
             };
             let opt = |field: &str| format!("{label}.{field}");
             if p.name.is_empty() {
-                bad(&opt("name"), "empty; give each destination a short unique name".into());
+                bad(
+                    &opt("name"),
+                    "empty; give each destination a short unique name".into(),
+                );
             } else if names.contains(&p.name.as_str()) {
                 bad(&opt("name"), "used by more than one destination".into());
             }
@@ -475,8 +482,14 @@ impl Config {
                              (see `vcfd provision`)"
                                 .into(),
                         ),
-                        (None, Some(_)) => bad(&opt("client_cert"), "missing while client_key is set".into()),
-                        (Some(_), None) => bad(&opt("client_key"), "missing while client_cert is set".into()),
+                        (None, Some(_)) => bad(
+                            &opt("client_cert"),
+                            "missing while client_key is set".into(),
+                        ),
+                        (Some(_), None) => bad(
+                            &opt("client_key"),
+                            "missing while client_cert is set".into(),
+                        ),
                     }
                     let name = p.tls_server_name();
                     if rustls::pki_types::ServerName::try_from(name.to_string()).is_err() {
@@ -519,7 +532,9 @@ const MIN_TOKEN_LEN: usize = 16;
 impl PacsConfig {
     /// Our AE title towards this destination.
     pub fn calling_ae_title<'a>(&'a self, config: &'a Config) -> &'a str {
-        self.calling_ae_title.as_deref().unwrap_or(&config.scp.ae_title)
+        self.calling_ae_title
+            .as_deref()
+            .unwrap_or(&config.scp.ae_title)
     }
 
     /// Name the server certificate is verified against.
@@ -622,7 +637,9 @@ pub fn check_ae_title(ae: &str) -> std::result::Result<(), String> {
         return Err(format!("AE title {ae:?} has leading or trailing spaces"));
     }
     if let Some(c) = ae.chars().find(|c| !(' '..='~').contains(c) || *c == '\\') {
-        return Err(format!("AE title {ae:?} contains {c:?}; use ASCII letters, digits, '-' or '_'"));
+        return Err(format!(
+            "AE title {ae:?} contains {c:?}; use ASCII letters, digits, '-' or '_'"
+        ));
     }
     Ok(())
 }
@@ -664,11 +681,15 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -730,7 +751,11 @@ mod tests {
     fn example_equals_embedded_defaults() {
         let parsed = Config::from_toml_str(EXAMPLE).unwrap();
         assert_eq!(parsed, Config::default());
-        assert!(Config::default().validate().is_empty(), "{:?}", Config::default().validate());
+        assert!(
+            Config::default().validate().is_empty(),
+            "{:?}",
+            Config::default().validate()
+        );
     }
 
     /// Every option the daemon knows appears, uncommented, in the example; serde's
@@ -746,7 +771,11 @@ mod tests {
                 .and_then(|t| t.as_table())
                 .unwrap_or_else(|| panic!("[{section}] missing from the example"));
             for (key, value) in table {
-                assert_eq!(ex.get(key), Some(value), "{section}.{key} differs or is missing");
+                assert_eq!(
+                    ex.get(key),
+                    Some(value),
+                    "{section}.{key} differs or is missing"
+                );
             }
         }
         // Each option line carries its own documentation just above it.
@@ -767,7 +796,9 @@ mod tests {
     #[test]
     fn example_pacs_block_is_valid() {
         let mut text = String::from(EXAMPLE);
-        let start = EXAMPLE.find("# [[pacs]]").expect("example has a [[pacs]] block");
+        let start = EXAMPLE
+            .find("# [[pacs]]")
+            .expect("example has a [[pacs]] block");
         for line in EXAMPLE[start..].lines() {
             let Some(rest) = line.strip_prefix("# ") else {
                 continue;
@@ -853,14 +884,26 @@ mod tests {
         c.resolve_paths(Path::new("/etc/vcfd"));
         assert_eq!(c.storage.state_dir, Path::new("/etc/vcfd/state"));
         assert_eq!(c.pacs[0].ca.as_deref(), Some(Path::new("/etc/vcfd/ca.pem")));
-        assert_eq!(c.pacs[0].client_cert.as_deref(), Some(Path::new("/abs/c.pem")));
+        assert_eq!(
+            c.pacs[0].client_cert.as_deref(),
+            Some(Path::new("/abs/c.pem"))
+        );
     }
 
     #[test]
     fn ae_titles() {
         assert!(check_ae_title("VCFD").is_ok());
         assert!(check_ae_title("A B-C_1").is_ok());
-        for bad in ["", "   ", " X", "X ", "ABCDEFGHIJKLMNOPQ", "A\\B", "Ä", "A\tB"] {
+        for bad in [
+            "",
+            "   ",
+            " X",
+            "X ",
+            "ABCDEFGHIJKLMNOPQ",
+            "A\\B",
+            "Ä",
+            "A\tB",
+        ] {
             assert!(check_ae_title(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -14,12 +14,6 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use vcfd_model::Volume;
 
-/// (0018,9318) Reconstruction Target Center (Patient); spelled out so the code does not depend
-/// on the dictionary crate's constant names for rarely used tags.
-const RECONSTRUCTION_TARGET_CENTER_PATIENT: Tag = Tag(0x0018, 0x9318);
-/// (0018,9313) Data Collection Center (Patient).
-const DATA_COLLECTION_CENTER_PATIENT: Tag = Tag(0x0018, 0x9313);
-
 /// Patient, study, series and equipment attributes of a written CT series.
 #[derive(Clone, PartialEq)]
 pub struct CtSeriesMeta {
@@ -133,7 +127,9 @@ pub fn write_ct_series(volume: &Volume, meta: &CtSeriesMeta, dir: &Path) -> Resu
     }
     let (cols, rows) = (g.dims[0], g.dims[1]);
     if rows > u16::MAX as usize || cols > u16::MAX as usize {
-        return Err(Error::Write(format!("slice {cols}x{rows} exceeds DICOM's 65535 limit")));
+        return Err(Error::Write(format!(
+            "slice {cols}x{rows} exceeds DICOM's 65535 limit"
+        )));
     }
     for (name, v) in [
         ("study_date", &meta.study_date),
@@ -177,7 +173,11 @@ pub fn write_ct_series(volume: &Volume, meta: &CtSeriesMeta, dir: &Path) -> Resu
             let sop_uid = uid_from_key(&format!("{}/instance/{}", meta.series_instance_uid, k));
             let ipp = g.voxel_to_patient([0.0, 0.0, k as f64]);
             let location = dot(ipp, normal) / norm(normal);
-            obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, sop_uid.as_str()));
+            obj.put(DataElement::new(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                sop_uid.as_str(),
+            ));
             obj.put(DataElement::new(
                 tags::INSTANCE_NUMBER,
                 VR::IS,
@@ -284,14 +284,26 @@ fn common_attributes(volume: &Volume, meta: &CtSeriesMeta, tilt_deg: f64) -> InM
     // Unpaired body part: dciodvfy then does not ask for Laterality (2C).
     s(tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
     // Frame of Reference
-    s(tags::FRAME_OF_REFERENCE_UID, VR::UI, &meta.frame_of_reference_uid);
+    s(
+        tags::FRAME_OF_REFERENCE_UID,
+        VR::UI,
+        &meta.frame_of_reference_uid,
+    );
     s(tags::POSITION_REFERENCE_INDICATOR, VR::LO, "");
     // General Equipment
     s(tags::MANUFACTURER, VR::LO, &meta.manufacturer);
     for (tag, vr, v) in [
         (tags::STATION_NAME, VR::SH, &meta.station_name),
-        (tags::MANUFACTURER_MODEL_NAME, VR::LO, &meta.manufacturer_model_name),
-        (tags::DEVICE_SERIAL_NUMBER, VR::LO, &meta.device_serial_number),
+        (
+            tags::MANUFACTURER_MODEL_NAME,
+            VR::LO,
+            &meta.manufacturer_model_name,
+        ),
+        (
+            tags::DEVICE_SERIAL_NUMBER,
+            VR::LO,
+            &meta.device_serial_number,
+        ),
         (tags::SOFTWARE_VERSIONS, VR::LO, &meta.software_versions),
     ] {
         if !v.is_empty() {
@@ -308,7 +320,12 @@ fn common_attributes(volume: &Volume, meta: &CtSeriesMeta, tilt_deg: f64) -> InM
     o.put(DataElement::new(
         tags::IMAGE_TYPE,
         VR::CS,
-        PrimitiveValue::Strs(["ORIGINAL", "PRIMARY", "AXIAL"].map(String::from).into_iter().collect()),
+        PrimitiveValue::Strs(
+            ["ORIGINAL", "PRIMARY", "AXIAL"]
+                .map(String::from)
+                .into_iter()
+                .collect(),
+        ),
     ));
     let mut s = |tag: Tag, vr: VR, v: &str| {
         o.put(DataElement::new(tag, vr, v));
@@ -325,7 +342,10 @@ fn common_attributes(volume: &Volume, meta: &CtSeriesMeta, tilt_deg: f64) -> InM
     let fov = (g.dims[0] as f64 * g.spacing[0]).max(g.dims[1] as f64 * g.spacing[1]);
     s(tags::RECONSTRUCTION_DIAMETER, VR::DS, &ds(fov));
     if let Some(c) = meta.reconstruction_center_mm {
-        for tag in [DATA_COLLECTION_CENTER_PATIENT, RECONSTRUCTION_TARGET_CENTER_PATIENT] {
+        for tag in [
+            tags::DATA_COLLECTION_CENTER_PATIENT,
+            tags::RECONSTRUCTION_TARGET_CENTER_PATIENT,
+        ] {
             o.put(DataElement::new(tag, VR::FD, PrimitiveValue::from(c)));
         }
     }
@@ -374,7 +394,12 @@ fn common_attributes(volume: &Volume, meta: &CtSeriesMeta, tilt_deg: f64) -> InM
     o.put(DataElement::new(
         tags::WINDOW_CENTER_WIDTH_EXPLANATION,
         VR::LO,
-        PrimitiveValue::Strs(["SOFT TISSUE", "BONE"].map(String::from).into_iter().collect()),
+        PrimitiveValue::Strs(
+            ["SOFT TISSUE", "BONE"]
+                .map(String::from)
+                .into_iter()
+                .collect(),
+        ),
     ));
     o
 }
@@ -427,7 +452,9 @@ pub fn is_valid_uid(uid: &str) -> bool {
     !uid.is_empty()
         && uid.len() <= 64
         && uid.split('.').all(|c| {
-            !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) && (c == "0" || !c.starts_with('0'))
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_digit())
+                && (c == "0" || !c.starts_with('0'))
         })
 }
 
@@ -507,7 +534,11 @@ mod tests {
         assert_eq!(a, uid_from_key("seed 7 study"));
         assert_ne!(a, uid_from_key("seed 7 series"));
         assert_ne!(a, uid_from_key("seed 8 study"));
-        for k in ["", "x", "a much longer key with spaces / and slashes 123456789"] {
+        for k in [
+            "",
+            "x",
+            "a much longer key with spaces / and slashes 123456789",
+        ] {
             let u = uid_from_key(k);
             assert!(is_valid_uid(&u), "{u}");
             assert!(u.starts_with("2.25."));
@@ -519,7 +550,17 @@ mod tests {
 
     #[test]
     fn decimal_strings_fit_and_round_trip_common_values() {
-        for x in [0.9765625, -804.5, 0.0, -0.0, 120.0, 1.0 / 3.0, -1234.56789012345, 1e-20, 3e20] {
+        for x in [
+            0.9765625,
+            -804.5,
+            0.0,
+            -0.0,
+            120.0,
+            1.0 / 3.0,
+            -1234.56789012345,
+            1e-20,
+            3e20,
+        ] {
             let s = ds(x);
             assert!(s.len() <= 16, "{x} -> {s}");
             let back: f64 = s.parse().unwrap();
@@ -533,7 +574,10 @@ mod tests {
     fn synthetic_meta_is_deterministic() {
         let a = CtSeriesMeta::synthetic(7);
         assert_eq!(a, CtSeriesMeta::synthetic(7));
-        assert_ne!(a.study_instance_uid, CtSeriesMeta::synthetic(8).study_instance_uid);
+        assert_ne!(
+            a.study_instance_uid,
+            CtSeriesMeta::synthetic(8).study_instance_uid
+        );
         assert_eq!(a.patient_name, "PHANTOM^SEED7");
         assert!(is_date(&a.study_date));
         assert!(!format!("{a:?}").contains("PHANTOM^SEED7"));

@@ -28,7 +28,10 @@ pub enum Error {
     ConfigParse { path: PathBuf, reason: String },
     /// A config file with semantic problems; lists all of them so one edit fixes everything.
     #[error("config {} has {} problem(s):\n  {}", path.display(), problems.len(), problems.join("\n  "))]
-    ConfigInvalid { path: PathBuf, problems: Vec<String> },
+    ConfigInvalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
     /// A PEM file (certificate, key, CA) that cannot be used.
     #[error("{}: {reason}", path.display())]
     Pem { path: PathBuf, reason: String },

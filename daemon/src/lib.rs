@@ -9,6 +9,7 @@ pub mod dicom_out;
 pub mod error;
 pub mod preview;
 pub mod provision;
+pub mod report;
 
 pub use error::{Error, Result};
 

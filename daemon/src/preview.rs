@@ -90,18 +90,24 @@ pub fn write_png(path: &Path, img: &Gray) -> Result<()> {
         reason,
     };
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), img.width as u32, img.height as u32);
+    let mut enc = png::Encoder::new(
+        std::io::BufWriter::new(file),
+        img.width as u32,
+        img.height as u32,
+    );
     enc.set_color(png::ColorType::Grayscale);
     enc.set_depth(png::BitDepth::Eight);
     let mut w = enc.write_header().map_err(|e| err(e.to_string()))?;
-    w.write_image_data(&img.pixels).map_err(|e| err(e.to_string()))?;
+    w.write_image_data(&img.pixels)
+        .map_err(|e| err(e.to_string()))?;
     Ok(())
 }
 
 /// Places images side by side (top-aligned, black padding) for comparison figures.
 pub fn side_by_side(images: &[Gray], gap: usize) -> Gray {
     let height = images.iter().map(|g| g.height).max().unwrap_or(0);
-    let width = images.iter().map(|g| g.width).sum::<usize>() + gap * images.len().saturating_sub(1);
+    let width =
+        images.iter().map(|g| g.width).sum::<usize>() + gap * images.len().saturating_sub(1);
     let mut pixels = vec![0u8; width * height];
     let mut x0 = 0;
     for img in images {

@@ -18,6 +18,12 @@ pub enum Error {
     /// A set of slices that cannot be stacked into one trustworthy volume.
     #[error("series cannot be assembled: {0}")]
     Series(String),
+    /// A reformat that cannot be built from the given centreline.
+    #[error("reformat: {0}")]
+    Reformat(String),
+    /// No spine could be found where one must be (e.g. a scan that does not contain one).
+    #[error("spine not found: {0}")]
+    Spine(String),
     /// A phantom option outside the range the generator can render truthfully.
     #[error("invalid phantom option: {0}")]
     PhantomOption(String),

@@ -6,7 +6,9 @@
 pub mod error;
 pub mod morphometry;
 pub mod phantom;
+pub mod reformat;
 pub mod series;
+pub mod spine;
 pub mod truth;
 pub mod volume;
 

@@ -283,7 +283,10 @@ fn step_tol(spacing: f64) -> f64 {
 
 fn check_slice(s: &SliceInput) -> Result<()> {
     if s.rows == 0 || s.cols == 0 {
-        return Err(Error::Series(format!("{}: empty image {}x{}", s.source, s.cols, s.rows)));
+        return Err(Error::Series(format!(
+            "{}: empty image {}x{}",
+            s.source, s.cols, s.rows
+        )));
     }
     if s.hu.len() != s.rows * s.cols {
         return Err(Error::Series(format!(
@@ -300,7 +303,12 @@ fn check_slice(s: &SliceInput) -> Result<()> {
             s.source, s.pixel_spacing
         )));
     }
-    if !s.position.iter().chain(&s.orientation).all(|v| v.is_finite()) {
+    if !s
+        .position
+        .iter()
+        .chain(&s.orientation)
+        .all(|v| v.is_finite())
+    {
         return Err(Error::Series(format!(
             "{}: non-numeric ImagePositionPatient or ImageOrientationPatient",
             s.source
@@ -575,7 +583,14 @@ mod tests {
         }
         assert_eq!(layout.input_index, vec![4, 3, 2, 1, 0]);
         assert_eq!(layout.slice_spacing_mm, 2.0);
-        assert!(layout.notes.iter().any(|n| n.contains("run against position")), "{:?}", layout.notes);
+        assert!(
+            layout
+                .notes
+                .iter()
+                .any(|n| n.contains("run against position")),
+            "{:?}",
+            layout.notes
+        );
         assert!(!layout.tilt_corrected);
     }
 
@@ -587,7 +602,13 @@ mod tests {
         }
         let (_, layout) = assemble(s).unwrap();
         assert_eq!(layout.slice_thickness_mm, Some(3.0));
-        assert!(layout.notes.contains(&"slices overlap: 2 mm spacing, 3 mm thickness".to_string()), "{:?}", layout.notes);
+        assert!(
+            layout
+                .notes
+                .contains(&"slices overlap: 2 mm spacing, 3 mm thickness".to_string()),
+            "{:?}",
+            layout.notes
+        );
         let mut s = series(4, 2.0);
         for sl in &mut s {
             sl.slice_thickness = None;
@@ -595,7 +616,10 @@ mod tests {
         }
         let (_, layout) = assemble(s).unwrap();
         assert_eq!(layout.slice_thickness_mm, None);
-        assert!(layout.notes.iter().any(|n| n.contains("SliceThickness missing")));
+        assert!(layout
+            .notes
+            .iter()
+            .any(|n| n.contains("SliceThickness missing")));
         assert!(layout.notes.iter().any(|n| n.contains("no InstanceNumber")));
     }
 
@@ -618,7 +642,10 @@ mod tests {
         let mut s = series(6, 2.0);
         s.remove(3);
         let m = err(s);
-        assert!(m.contains("1 missing slice(s) between -96.00 and -92.00 mm"), "{m}");
+        assert!(
+            m.contains("1 missing slice(s) between -96.00 and -92.00 mm"),
+            "{m}"
+        );
         assert!(m.contains("s2") && m.contains("s4"), "{m}");
     }
 
@@ -648,7 +675,10 @@ mod tests {
         s.push(copy);
         let (v, layout) = assemble(s).unwrap();
         assert_eq!(v.geometry.dims[2], 4);
-        assert!(layout.notes.iter().any(|n| n.contains("identical duplicate")));
+        assert!(layout
+            .notes
+            .iter()
+            .any(|n| n.contains("identical duplicate")));
 
         let mut s = series(4, 2.0);
         let mut other = s[2].clone();
@@ -666,7 +696,10 @@ mod tests {
         s[1].rows = 2;
         s[1].hu.truncate(8);
         let m = err(s);
-        assert!(m.contains("differ in size") && m.contains("4x2") && m.contains("s1"), "{m}");
+        assert!(
+            m.contains("differ in size") && m.contains("4x2") && m.contains("s1"),
+            "{m}"
+        );
 
         let mut s = series(4, 2.0);
         s[2].pixel_spacing = [0.5, 0.8];
@@ -676,7 +709,10 @@ mod tests {
         let (c, sn) = (10f64.to_radians().cos(), 10f64.to_radians().sin());
         s[3].orientation = [c, sn, 0.0, -sn, c, 0.0];
         let m = err(s);
-        assert!(m.contains("ImageOrientationPatient") && m.contains("s3"), "{m}");
+        assert!(
+            m.contains("ImageOrientationPatient") && m.contains("s3"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -708,7 +744,10 @@ mod tests {
         let mut s = series(5, 2.0);
         s[2].position[0] += 3.0;
         let m = err(s);
-        assert!(m.contains("do not lie on one line") && m.contains("s2"), "{m}");
+        assert!(
+            m.contains("do not lie on one line") && m.contains("s2"),
+            "{m}"
+        );
     }
 
     /// Gantry tilt: the image plane is tilted about the x axis, slices advance along the table (z).
@@ -742,14 +781,18 @@ mod tests {
                     rows,
                     cols,
                     hu,
-                    instance_number: Some(k as i32),
+                    instance_number: Some(k),
                     slice_thickness: Some(dz),
                     source: format!("t{k}"),
                 }
             })
             .collect();
         let (v, layout) = assemble(s).unwrap();
-        assert!((layout.gantry_tilt_deg - 15.0).abs() < 1e-9, "{}", layout.gantry_tilt_deg);
+        assert!(
+            (layout.gantry_tilt_deg - 15.0).abs() < 1e-9,
+            "{}",
+            layout.gantry_tilt_deg
+        );
         assert!(layout.tilt_corrected);
         let g = &v.geometry;
         assert!(g.tilt_deg() < 1e-9);
@@ -763,12 +806,19 @@ mod tests {
                     continue;
                 }
                 let p = g.voxel_to_patient([3.0, j as f64, k as f64]);
-                assert!((f64::from(val) - field(p)).abs() <= 1.0, "k{k} j{j}: {val} vs {}", field(p));
+                assert!(
+                    (f64::from(val) - field(p)).abs() <= 1.0,
+                    "k{k} j{j}: {val} vs {}",
+                    field(p)
+                );
                 checked += 1;
             }
         }
         assert!(checked > 150, "{checked}");
-        assert!(layout.notes.iter().any(|n| n.contains("gantry tilt 15.00 degrees corrected")));
+        assert!(layout
+            .notes
+            .iter()
+            .any(|n| n.contains("gantry tilt 15.00 degrees corrected")));
     }
 
     #[test]

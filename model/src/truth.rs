@@ -71,6 +71,21 @@ pub struct VertebraTruth {
     /// Non-fracture findings that a reader must not call fractures.
     #[serde(default)]
     pub mimics: Vec<String>,
+    /// The fracture the phantom rendered here (its grade follows from the heights above).
+    #[serde(default)]
+    pub fracture: Option<FractureTruth>,
+}
+
+/// A rendered fracture: type and the fractional height loss asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FractureTruth {
+    /// "wedge", "biconcave" or "crush".
+    pub kind: String,
+    /// Intended fractional height loss (the measured `deformity` equals it unless the
+    /// vertebra's normal shape already exceeds it).
+    pub severity: f64,
+    /// Share of the loss taken by the upper endplate.
+    pub upper_share: f64,
 }
 
 /// Ring artifact description in truth.
@@ -96,9 +111,9 @@ pub struct MetalTruth {
 pub struct StudyTruth {
     /// Coronal Cobb angle of the scoliosis, degrees (0 when straight).
     pub cobb_angle_deg: f64,
-    /// Sagittal thoracic kyphosis angle, degrees.
+    /// Sagittal thoracic kyphosis angle (T4 upper to T12 lower endplate), degrees.
     pub kyphosis_deg: f64,
-    /// Sagittal lumbar lordosis angle, degrees.
+    /// Sagittal lumbar lordosis angle (L1 upper to S1 upper endplate), degrees.
     pub lordosis_deg: f64,
     pub slice_thickness_mm: f64,
     pub pixel_spacing_mm: f64,
@@ -109,6 +124,33 @@ pub struct StudyTruth {
     pub contrast: bool,
     /// Levels whose body centre is in view, cranial to caudal.
     pub levels_in_view: Vec<String>,
+    /// Cobb angle measured only over the vertebrae in view (what an analysis can see).
+    #[serde(default)]
+    pub cobb_angle_in_view_deg: f64,
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub kvp: f64,
+    /// Reconstruction (= data collection) centre, LPS mm; rings are concentric about it.
+    #[serde(default)]
+    pub reconstruction_center_mm: [f64; 3],
+    /// Per-patient trabecular bone density (HU) the bodies were rendered with.
+    #[serde(default)]
+    pub bone_density_hu: f64,
+    #[serde(default)]
+    pub habitus: String,
+    /// "up" (out of the field) or "down" (beside the body).
+    #[serde(default)]
+    pub arms: String,
+    /// Scoliosis description (apex and convex side) when the spine is curved laterally.
+    #[serde(default)]
+    pub scoliosis: Option<String>,
+    /// Protocol that chose the coverage (chest, abdomen, chest-abdomen, spine, custom).
+    #[serde(default)]
+    pub protocol: String,
+    /// The lowest rib-bearing vertebra (the anchor for counting levels).
+    #[serde(default)]
+    pub lowest_rib_level: String,
 }
 
 /// Everything `vcfd phantom` knows about the study it rendered.

@@ -38,11 +38,7 @@ impl Geometry {
         if self.dims.iter().any(|&d| d == 0) {
             return Err(Error::Geometry(format!("empty grid {:?}", self.dims)));
         }
-        if self
-            .spacing
-            .iter()
-            .any(|&s| !(s.is_finite() && s > 1e-6))
-        {
+        if self.spacing.iter().any(|&s| !(s.is_finite() && s > 1e-6)) {
             return Err(Error::Geometry(format!(
                 "spacing must be positive, got {:?}",
                 self.spacing
@@ -188,7 +184,9 @@ impl Volume {
                 let wj = if dj == 1 { frac[1] } else { 1.0 - frac[1] };
                 for di in 0..=step(0) {
                     let wi = if di == 1 { frac[0] } else { 1.0 - frac[0] };
-                    let v = self.hu[self.geometry.index(base[0] + di, base[1] + dj, base[2] + dk)];
+                    let v = self.hu[self
+                        .geometry
+                        .index(base[0] + di, base[1] + dj, base[2] + dk)];
                     acc += wi * wj * wk * f64::from(v);
                 }
             }
@@ -209,10 +207,7 @@ impl Volume {
                 || (i16::MAX, i16::MIN),
                 |(lo, hi), &v| (lo.min(v), hi.max(v)),
             )
-            .reduce(
-                || (i16::MAX, i16::MIN),
-                |a, b| (a.0.min(b.0), a.1.max(b.1)),
-            )
+            .reduce(|| (i16::MAX, i16::MIN), |a, b| (a.0.min(b.0), a.1.max(b.1)))
     }
 
     /// Resamples onto a grid with the same axes and origin and `spacing_mm` along each axis,
@@ -269,13 +264,15 @@ pub(crate) fn norm(a: [f64; 3]) -> f64 {
 }
 
 fn det3(m: [[f64; 3]; 3]) -> f64 {
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
 }
 
 fn inv3(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
     let d = det3(m);
-    let c = |r0: usize, r1: usize, c0: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    let c =
+        |r0: usize, r1: usize, c0: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
     [
         [c(1, 2, 1, 2) / d, -c(0, 2, 1, 2) / d, c(0, 1, 1, 2) / d],
         [-c(1, 2, 0, 2) / d, c(0, 2, 0, 2) / d, -c(0, 1, 0, 2) / d],
@@ -294,11 +291,7 @@ mod tests {
             origin: [-120.5, 33.0, -804.5],
             spacing: [0.9765625, 0.7, 2.0],
             // Oblique in-plane rotation plus a gantry-tilted slice direction.
-            axes: [
-                [0.8, 0.6, 0.0],
-                [-0.6, 0.8, 0.0],
-                [0.0, t.sin(), t.cos()],
-            ],
+            axes: [[0.8, 0.6, 0.0], [-0.6, 0.8, 0.0], [0.0, t.sin(), t.cos()]],
         }
     }
 
@@ -306,7 +299,12 @@ mod tests {
     fn voxel_patient_round_trip() {
         let g = tilted();
         g.validate().unwrap();
-        for ijk in [[0.0, 0.0, 0.0], [6.0, 4.0, 3.0], [2.25, 1.5, 0.75], [-3.0, 10.0, 1.0]] {
+        for ijk in [
+            [0.0, 0.0, 0.0],
+            [6.0, 4.0, 3.0],
+            [2.25, 1.5, 0.75],
+            [-3.0, 10.0, 1.0],
+        ] {
             let back = g.patient_to_voxel(g.voxel_to_patient(ijk));
             for a in 0..3 {
                 assert!((back[a] - ijk[a]).abs() < 1e-9, "{ijk:?} -> {back:?}");

@@ -1,7 +1,11 @@
 //! Subcommands. Each lives in its own file and owns its flags.
 
 mod analyze;
+mod check;
+mod demo;
 mod phantom;
+mod provision;
+mod realism;
 
 use clap::{Parser, Subcommand};
 
@@ -17,8 +21,17 @@ pub struct Cli {
 enum Command {
     /// Load a CT series from DICOM files or folders, describe it, and analyse it.
     Analyze(analyze::Args),
+    /// Run the main job on an embedded default: a phantom study analysed end to end.
+    Demo(demo::Args),
     /// Render a synthetic CT study with exactly known anatomy and pathology.
     Phantom(phantom::Args),
+    /// Create this box's identity (serial, key, CSR) and its config for the site.
+    Provision(Box<provision::Args>),
+    /// Validate a config, its certificates and keys, and C-ECHO every PACS.
+    Check(check::Args),
+    /// Compare the phantom's HU statistics with a real CT (developer tool; writes PNGs).
+    #[command(hide = true)]
+    Realism(realism::Args),
 }
 
 /// Human-readable logs on stderr; the service switches to journald when it runs under systemd.
@@ -26,7 +39,10 @@ pub fn init_logging() {
     struct Stderr;
     impl log::Log for Stderr {
         fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= log::max_level()
+            // Dependencies (e.g. the JPEG 2000 decoder) chatter at info level per slice:
+            // only their warnings and errors reach the operator.
+            let ours = m.target().starts_with("vcfd");
+            m.level() <= log::max_level() && (ours || m.level() <= log::Level::Warn)
         }
         fn log(&self, r: &log::Record) {
             if self.enabled(r.metadata()) {
@@ -50,6 +66,10 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Phantom(a) => phantom::run(a),
+        Command::Realism(a) => realism::run(a),
+        Command::Provision(a) => provision::run(*a),
+        Command::Check(a) => check::run(a),
     }
 }
