@@ -41,11 +41,10 @@ step "cargo test --release"
 cargo test --release --workspace
 
 # --- everything that is not cargo ----------------------------------------------------------
-for extra in scripts/oelint.sh; do
-    if [ -f "$extra" ]; then
-        step "$extra"
-        bash "$extra"
-    fi
-done
+step "Yocto layer: oelint-adv and the locked crate list"
+bash scripts/oelint.sh
+
+step "systemd sandbox score of vcfd.service (must be <= 2.0)"
+bash scripts/security-score.sh
 
 step "all checks passed"

@@ -28,6 +28,7 @@ pub struct Config {
     pub forward: ForwardConfig,
     pub retention: RetentionConfig,
     pub http: HttpConfig,
+    pub service: ServiceConfig,
     /// PACS destinations; results go to every one of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pacs: Vec<PacsConfig>,
@@ -113,6 +114,14 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token required to acknowledge alerts; empty disables acknowledging over HTTP.
     pub ack_token: String,
+}
+
+/// How the daemon runs as a system service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// User to switch to after binding when started as root; empty keeps the starting user.
+    pub user: String,
 }
 
 /// One PACS destination.

@@ -29,7 +29,6 @@ use vcfd_model::Volume;
 type DicomFile = FileDicomObject<InMemDicomObject>;
 
 /// A CT series ready for analysis, with where it came from and why it was chosen.
-#[derive(Debug)]
 pub struct LoadedSeries {
     pub volume: Volume,
     pub layout: SeriesLayout,
@@ -40,6 +39,20 @@ pub struct LoadedSeries {
     pub other_series: Vec<SeriesSummary>,
     /// What the loader noticed (skipped files, synthesised UIDs, pixel quirks).
     pub notes: Vec<String>,
+}
+
+/// Shows the grid, not the millions of voxels.
+impl std::fmt::Debug for LoadedSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedSeries")
+            .field("geometry", &self.volume.geometry)
+            .field("layout", &self.layout)
+            .field("meta", &self.meta)
+            .field("choice", &self.choice)
+            .field("other_series", &self.other_series)
+            .field("notes", &self.notes)
+            .finish()
+    }
 }
 
 /// Identity and acquisition attributes of the analysed series.

@@ -44,6 +44,19 @@ pub enum Error {
     /// Provisioning input or key generation failed.
     #[error("provisioning: {0}")]
     Provision(String),
+    /// The job store (sled) failed; the daemon cannot promise durability without it.
+    #[error("state database: {0}")]
+    Store(String),
+    /// A delivery to a PACS failed; `retry` says whether trying later can help.
+    #[error("PACS {destination:?}: {reason}")]
+    Delivery {
+        destination: String,
+        retry: crate::forward::Retry,
+        reason: String,
+    },
+    /// The daemon's DICOM, HTTP or service plumbing failed (bind, privilege drop, runtime).
+    #[error("service: {0}")]
+    Service(String),
 }
 
 impl Error {
@@ -53,6 +66,12 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Store(e.to_string())
     }
 }
 

@@ -3,13 +3,28 @@
 //! This crate owns everything that touches files, the network and persistent state:
 //! reading and writing DICOM, and (in later stages) the SCP, the job store and forwarding.
 
+pub mod completion;
 pub mod config;
 pub mod dicom_in;
 pub mod dicom_out;
 pub mod error;
+pub mod font;
+pub mod forward;
+pub mod http;
+pub mod overlay;
+pub mod pipeline;
 pub mod preview;
 pub mod provision;
 pub mod report;
+pub mod results;
+pub mod scp;
+pub mod service;
+pub mod spool;
+pub mod sr;
+pub mod store;
+/// Test support: findings from phantom truth (never on the product path).
+pub mod truth_findings;
+pub mod worker;
 
 pub use error::{Error, Result};
 

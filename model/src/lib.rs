@@ -4,6 +4,7 @@
 //! and stores what it returns. Each pipeline stage lives in a module named after it.
 
 pub mod error;
+pub mod findings;
 pub mod morphometry;
 pub mod phantom;
 pub mod reformat;

@@ -71,6 +71,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rep["series_instance_uid"] == truth.series_instance_uid.as_str(),
         "the analysed series is not the phantom's"
     );
-    println!("\nwrote the study to {} and the report to {}", study.display(), report.display());
+    println!(
+        "\nwrote the study to {} and the report to {}",
+        study.display(),
+        report.display()
+    );
     Ok(())
 }

@@ -3,9 +3,11 @@
 mod analyze;
 mod check;
 mod demo;
+mod forward;
 mod phantom;
 mod provision;
 mod realism;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,10 @@ enum Command {
     Provision(Box<provision::Args>),
     /// Validate a config, its certificates and keys, and C-ECHO every PACS.
     Check(check::Args),
+    /// Run the appliance daemon: DICOM receiver, analysis queue, forwarding, status API.
+    Serve(serve::Args),
+    /// Queue DICOM files for every configured PACS and deliver them (daemon stopped).
+    Forward(forward::Args),
     /// Compare the phantom's HU statistics with a real CT (developer tool; writes PNGs).
     #[command(hide = true)]
     Realism(realism::Args),
@@ -58,6 +64,9 @@ pub fn init_logging() {
         Ok("warn") => log::LevelFilter::Warn,
         _ => log::LevelFilter::Info,
     };
+    if vcfd::service::journal_requested() && vcfd::service::init_journal(level) {
+        return;
+    }
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
@@ -71,5 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Realism(a) => realism::run(a),
         Command::Provision(a) => provision::run(*a),
         Command::Check(a) => check::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Forward(a) => forward::run(a),
     }
 }

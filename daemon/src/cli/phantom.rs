@@ -6,7 +6,8 @@ use std::time::Instant;
 use vcfd::dicom_out::{write_ct_series, CtSeriesMeta};
 use vcfd::preview::{render, write_png, Plane, Window};
 use vcfd_model::phantom::{
-    generate, Arms, FractureSpec, Habitus, Kernel, Level, MetalSpec, MimicSpec, PhantomOptions, RingSpec,
+    generate, Arms, FractureSpec, Habitus, Kernel, Level, MetalSpec, MimicSpec, PhantomOptions,
+    RingSpec,
 };
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +103,9 @@ pub struct Args {
     #[arg(long, value_name = "HU")]
     pub bone_density: Option<f64>,
 
+    /// Centre the field of view on the spine (spine-targeted reconstruction).
+    #[arg(long)]
+    pub center_on_spine: bool,
     /// Noise-free, unblurred, texture-free rendering (for geometry checks).
     #[arg(long)]
     pub ideal: bool,
@@ -163,6 +167,7 @@ impl Args {
             } else {
                 Some(self.mimics.clone())
             },
+            center_on_spine: self.center_on_spine,
             ideal: self.ideal,
         }
     }
@@ -184,7 +189,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if acq.protocol.contains("abdomen") {
         meta.study_description = "CT ABDOMEN PHANTOM".into();
     }
-    meta.series_description = format!("AXIAL {:.2} {} SYNTHETIC", acq.slice_thickness_mm, acq.kernel);
+    meta.series_description = format!(
+        "AXIAL {:.2} {} SYNTHETIC",
+        acq.slice_thickness_mm, acq.kernel
+    );
     let mut truth = ph.truth;
     truth.study_instance_uid = meta.study_instance_uid.clone();
     truth.series_instance_uid = meta.series_instance_uid.clone();
@@ -197,7 +205,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t_write = t1.elapsed().as_secs_f64();
     let truth_path = args.out.join("truth.json");
     let text = serde_json::to_string_pretty(&truth)?;
-    std::fs::write(&truth_path, text + "\n").with_context(|| format!("cannot write {}", truth_path.display()))?;
+    std::fs::write(&truth_path, text + "\n")
+        .with_context(|| format!("cannot write {}", truth_path.display()))?;
     if args.preview {
         write_previews(&ph.volume, &truth, &args.out.join("preview"))?;
     }
@@ -266,7 +275,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("  no fractures or mimics");
     }
     if let Some(r) = &s.rings {
-        println!("rings: {:.0} HU at radii {:?} mm", r.strength_hu, r.radii_mm);
+        println!(
+            "rings: {:.0} HU at radii {:?} mm",
+            r.strength_hu, r.radii_mm
+        );
     }
     if let Some(m) = &s.metal {
         println!("metal: {} at {}", m.kind, m.levels.join(", "));
@@ -293,7 +305,10 @@ fn prepare_out(dir: &Path, force: bool) -> anyhow::Result<()> {
             if stem.chars().all(|c| c.is_ascii_digit()) {
                 ours.push(p.clone());
             } else {
-                bail!("{} already holds other DICOM files ({name}); choose an empty folder", dir.display());
+                bail!(
+                    "{} already holds other DICOM files ({name}); choose an empty folder",
+                    dir.display()
+                );
             }
         }
     }
@@ -313,7 +328,11 @@ fn prepare_out(dir: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 /// Mid-sagittal and coronal views through the spine and axial views at a few levels.
-fn write_previews(vol: &vcfd_model::Volume, truth: &vcfd_model::truth::Truth, dir: &Path) -> anyhow::Result<()> {
+fn write_previews(
+    vol: &vcfd_model::Volume,
+    truth: &vcfd_model::truth::Truth,
+    dir: &Path,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let g = &vol.geometry;
     let seen: Vec<_> = truth.vertebrae.iter().filter(|v| v.in_view).collect();
@@ -328,21 +347,43 @@ fn write_previews(vol: &vcfd_model::Volume, truth: &vcfd_model::truth::Truth, di
     let col = (c[0].round().max(0.0) as usize).min(g.dims[0] - 1);
     let row = (c[1].round().max(0.0) as usize).min(g.dims[1] - 1);
     let mm = g.spacing[0].min(1.0);
-    write_png(&dir.join("sagittal_bone.png"), &render(vol, Plane::Sagittal(col), Window::BONE, mm))?;
-    write_png(&dir.join("sagittal_soft.png"), &render(vol, Plane::Sagittal(col), Window::SOFT, mm))?;
-    write_png(&dir.join("coronal_bone.png"), &render(vol, Plane::Coronal(row), Window::BONE, mm))?;
+    write_png(
+        &dir.join("sagittal_bone.png"),
+        &render(vol, Plane::Sagittal(col), Window::BONE, mm),
+    )?;
+    write_png(
+        &dir.join("sagittal_soft.png"),
+        &render(vol, Plane::Sagittal(col), Window::SOFT, mm),
+    )?;
+    write_png(
+        &dir.join("coronal_bone.png"),
+        &render(vol, Plane::Coronal(row), Window::BONE, mm),
+    )?;
     for v in seen.iter().step_by(3) {
-        let k = g.patient_to_voxel(v.center_mm)[2].round().clamp(0.0, (g.dims[2] - 1) as f64) as usize;
-        write_png(&dir.join(format!("axial_{}_soft.png", v.level)), &render(vol, Plane::Axial(k), Window::SOFT, g.spacing[0]))?;
-        write_png(&dir.join(format!("axial_{}_bone.png", v.level)), &render(vol, Plane::Axial(k), Window::BONE, g.spacing[0]))?;
+        let k = g.patient_to_voxel(v.center_mm)[2]
+            .round()
+            .clamp(0.0, (g.dims[2] - 1) as f64) as usize;
+        write_png(
+            &dir.join(format!("axial_{}_soft.png", v.level)),
+            &render(vol, Plane::Axial(k), Window::SOFT, g.spacing[0]),
+        )?;
+        write_png(
+            &dir.join(format!("axial_{}_bone.png", v.level)),
+            &render(vol, Plane::Axial(k), Window::BONE, g.spacing[0]),
+        )?;
     }
     let lung = Window {
         center: -600.0,
         width: 1500.0,
     };
     if let Some(v) = seen.iter().find(|v| v.level == "T6" || v.level == "T8") {
-        let k = g.patient_to_voxel(v.center_mm)[2].round().clamp(0.0, (g.dims[2] - 1) as f64) as usize;
-        write_png(&dir.join(format!("axial_{}_lung.png", v.level)), &render(vol, Plane::Axial(k), lung, g.spacing[0]))?;
+        let k = g.patient_to_voxel(v.center_mm)[2]
+            .round()
+            .clamp(0.0, (g.dims[2] - 1) as f64) as usize;
+        write_png(
+            &dir.join(format!("axial_{}_lung.png", v.level)),
+            &render(vol, Plane::Axial(k), lung, g.spacing[0]),
+        )?;
     }
     Ok(())
 }

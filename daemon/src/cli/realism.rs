@@ -102,7 +102,11 @@ fn stats(values: &[f32]) -> Vec<Stats> {
     CLASSES
         .iter()
         .map(|&(_, lo, hi)| {
-            let mut c: Vec<f32> = values.iter().copied().filter(|&h| h >= lo && h < hi).collect();
+            let mut c: Vec<f32> = values
+                .iter()
+                .copied()
+                .filter(|&h| h >= lo && h < hi)
+                .collect();
             c.sort_by(f32::total_cmp);
             let q = |f: f64| {
                 if c.is_empty() {
@@ -213,8 +217,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mm = 1.0;
     let sag = side_by_side(
         &[
-            render(&real_v, Plane::Sagittal(spine_column(&real_v)), Window::BONE, mm),
-            render(&ph_v, Plane::Sagittal(spine_column(&ph_v)), Window::BONE, mm),
+            render(
+                &real_v,
+                Plane::Sagittal(spine_column(&real_v)),
+                Window::BONE,
+                mm,
+            ),
+            render(
+                &ph_v,
+                Plane::Sagittal(spine_column(&ph_v)),
+                Window::BONE,
+                mm,
+            ),
         ],
         8,
     );
@@ -222,24 +236,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let k = v.geometry.patient_to_voxel([0.0, 0.0, z])[2].round();
         k.clamp(0.0, (v.geometry.dims[2] - 1) as f64) as usize
     };
-    let real_mid_z = real_v.geometry.voxel_to_patient([0.0, 0.0, (real_v.geometry.dims[2] / 2) as f64])[2];
+    let real_mid_z =
+        real_v
+            .geometry
+            .voxel_to_patient([0.0, 0.0, (real_v.geometry.dims[2] / 2) as f64])[2];
     let l3 = ph
         .truth
         .vertebrae
         .iter()
         .find(|v| v.level == "L3")
         .map(|v| v.center_mm[2])
-        .unwrap_or_else(|| ph_v.geometry.voxel_to_patient([0.0, 0.0, (ph_v.geometry.dims[2] / 2) as f64])[2]);
+        .unwrap_or_else(|| {
+            ph_v.geometry
+                .voxel_to_patient([0.0, 0.0, (ph_v.geometry.dims[2] / 2) as f64])[2]
+        });
     let ax = side_by_side(
         &[
-            render(&real_v, Plane::Axial(axial_at(&real_v, real_mid_z)), Window::SOFT, mm),
+            render(
+                &real_v,
+                Plane::Axial(axial_at(&real_v, real_mid_z)),
+                Window::SOFT,
+                mm,
+            ),
             render(&ph_v, Plane::Axial(axial_at(&ph_v, l3)), Window::SOFT, mm),
         ],
         8,
     );
     write_png(&args.out.join("realism-sagittal.png"), &sag)?;
     write_png(&args.out.join("realism-axial.png"), &ax)?;
-    write_png(&args.out.join("realism-histogram.png"), &histogram_plot(&rv, &pv))?;
+    write_png(
+        &args.out.join("realism-histogram.png"),
+        &histogram_plot(&rv, &pv),
+    )?;
 
     println!(
         "real: {} ({} slices); phantom: seed {} {}..{}, 3 mm slices; both resampled to 3 mm",
@@ -259,6 +287,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             r.fraction, p.fraction, r.p5, r.median, r.p95, p.p5, p.median, p.p95
         );
     }
-    println!("\nwrote realism-sagittal.png, realism-axial.png, realism-histogram.png to {}", args.out.display());
+    println!(
+        "\nwrote realism-sagittal.png, realism-axial.png, realism-histogram.png to {}",
+        args.out.display()
+    );
     Ok(())
 }

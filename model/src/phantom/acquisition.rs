@@ -319,32 +319,112 @@ impl PostProcess {
         let s1 = (self.kernel.grain_mm() / self.ps).max(0.35);
         gaussian(tmp, self.nx, self.ny, s1);
         let mut wide = tmp.clone();
-        let s2 = 3.0 * s1;
-        gaussian(&mut wide, self.nx, self.ny, s2);
+        let half = box_half_width(s1);
+        box3(&mut wide, self.nx, self.ny, half);
         let lambda = 0.85f32;
         for (v, w) in tmp.iter_mut().zip(wide.iter()) {
             *v -= lambda * *w;
         }
-        let sd = filtered_sd(s1, s2, f64::from(lambda));
-        let scale = self.noise_hu / sd;
+        let sd = filtered_sd(&kernel1d(s1), &box3_kernel(half), f64::from(lambda));
+        let scale = (self.noise_hu / sd) as f32;
+        // Noise is highest at the centre of the body (longest paths), separable in x and y.
+        let s2 = 150.0f64 * 150.0;
+        let ex: Vec<f32> = (0..self.nx)
+            .map(|i| {
+                let x = self.x0 + i as f64 * self.ps - self.center[0];
+                (-(x * x) / s2).exp() as f32
+            })
+            .collect();
         for j in 0..self.ny {
             let y = self.y0 + j as f64 * self.ps - self.center[1];
-            for i in 0..self.nx {
-                let x = self.x0 + i as f64 * self.ps - self.center[0];
-                let idx = j * self.nx + i;
-                let body = if img[idx] > -850.0 { 1.0 } else { 0.6 };
-                let central = (0.85 + 0.3 * (-(x * x + y * y) / (150.0f64 * 150.0)).exp()) / 1.15;
-                img[idx] += (f64::from(tmp[idx]) * scale * body * central) as f32;
+            let ey = (-(y * y) / s2).exp() as f32;
+            let row = &mut img[j * self.nx..(j + 1) * self.nx];
+            let nrow = &tmp[j * self.nx..(j + 1) * self.nx];
+            for ((v, nz), e) in row.iter_mut().zip(nrow).zip(&ex) {
+                let body = if *v > -850.0 { 1.0 } else { 0.6 };
+                let central = (0.85 + 0.3 * e * ey) * (1.0 / 1.15);
+                *v += nz * scale * body * central;
             }
         }
     }
 }
 
-/// Standard deviation of uniform [-1,1] white noise after `G(s1) - lambda * G(s2) * G(s1)`,
-/// computed from the discrete kernels so the requested HU sd comes out exactly.
-fn filtered_sd(s1: f64, s2: f64, lambda: f64) -> f64 {
-    let g1 = kernel1d(s1);
-    let g2 = kernel1d(s2);
+/// Half width (pixels) of the box whose triple pass suppresses frequencies below the grain.
+fn box_half_width(s1: f64) -> usize {
+    // Three passes of a box of width 2h+1 have variance 3 * ((2h+1)^2 - 1) / 12; aim at
+    // sigma = 3 * s1.
+    let target = 3.0 * s1;
+    let w = (4.0 * target * target / 3.0 * 3.0 + 1.0).sqrt();
+    (((w - 1.0) / 2.0).round() as usize).max(1)
+}
+
+/// The 1D kernel of three box passes of half width h.
+fn box3_kernel(h: usize) -> Vec<f64> {
+    let b = vec![1.0 / (2 * h + 1) as f64; 2 * h + 1];
+    let conv = |a: &[f64], b: &[f64]| {
+        let mut c = vec![0.0; a.len() + b.len() - 1];
+        for (i, x) in a.iter().enumerate() {
+            for (j, y) in b.iter().enumerate() {
+                c[i + j] += x * y;
+            }
+        }
+        c
+    };
+    conv(&conv(&b, &b), &b)
+}
+
+/// Three passes of a running-sum box filter along rows and columns (a cheap wide Gaussian).
+/// The vertical passes keep running sums of whole rows, so they vectorise and stay in cache.
+fn box3(img: &mut [f32], nx: usize, ny: usize, h: usize) {
+    let inv = 1.0 / (2 * h + 1) as f32;
+    let mut line = vec![0.0f32; nx + 2 * h + 1];
+    for j in 0..ny {
+        let row = &mut img[j * nx..(j + 1) * nx];
+        for _ in 0..3 {
+            line[h..h + nx].copy_from_slice(row);
+            let (first, last) = (row[0], row[nx - 1]);
+            line[..h].fill(first);
+            line[h + nx..].fill(last);
+            let mut acc: f32 = line[..2 * h + 1].iter().sum();
+            for (i, o) in row.iter_mut().enumerate() {
+                *o = acc * inv;
+                acc += line[i + 2 * h + 1] - line[i];
+            }
+        }
+    }
+    let mut src = img.to_vec();
+    let mut acc = vec![0.0f32; nx];
+    for pass in 0..3 {
+        if pass > 0 {
+            src.copy_from_slice(img);
+        }
+        let row = |j: isize| {
+            let jj = j.clamp(0, ny as isize - 1) as usize;
+            &src[jj * nx..(jj + 1) * nx]
+        };
+        acc.fill(0.0);
+        for j in -(h as isize)..=h as isize {
+            for (a, v) in acc.iter_mut().zip(row(j)) {
+                *a += v;
+            }
+        }
+        for j in 0..ny {
+            let out = &mut img[j * nx..(j + 1) * nx];
+            for (o, a) in out.iter_mut().zip(&acc) {
+                *o = a * inv;
+            }
+            let (add, sub) = (row(j as isize + h as isize + 1), row(j as isize - h as isize));
+            for ((a, p), m) in acc.iter_mut().zip(add).zip(sub) {
+                *a += p - m;
+            }
+        }
+    }
+}
+
+/// Standard deviation of uniform [-1,1] white noise after `G - lambda * B * G` (G the grain
+/// Gaussian, B the wide low-pass), computed from the discrete kernels so the requested HU sd
+/// comes out exactly.
+fn filtered_sd(g1: &[f64], g2: &[f64], lambda: f64) -> f64 {
     // c = g2 * g1 (1D convolution).
     let n = g1.len() + g2.len() - 1;
     let mut c = vec![0.0; n];

@@ -6,7 +6,7 @@
 //! position at each z), so they follow kyphosis, scoliosis and coverage consistently.
 
 use super::math::{add, clamp01, coverage, lerp, lerp3, normalize, scale, smoothstep, sub, Curve, V3};
-use super::raster::{blend, harmonics, paint_capsule, Capsule, CapsuleSet, Fill, Loft, Plane};
+use super::raster::{blend, harmonics, paint_capsule, AngleTable, Capsule, CapsuleSet, Fill, Loft, Plane};
 use super::rng::{Noise3, Rng};
 use super::spine::{Level, Spine, S1_INDEX};
 use super::{Arms, Habitus};
@@ -134,33 +134,35 @@ impl Table {
 
     fn paint(&self, plane: &Plane, buf: &mut [f32]) {
         let (c0, c1) = plane.cols(self.x0 - self.half_width - 5.0, self.x0 + self.half_width + 5.0);
-        let top = self.surface(self.x0 + self.half_width) - 2.0;
-        let bottom = self.y0 + self.core_mm + self.rail_gap + 12.0;
-        let (r0, r1) = plane.rows(top, bottom);
         let w = plane.w_xy();
-        for j in r0..r1 {
-            let y = plane.y(j);
-            for i in c0..c1 {
-                let x = plane.x(i);
-                let px = &mut buf[j * plane.nx + i];
-                let edge = coverage((x - self.x0).abs() - self.half_width, w);
-                if edge <= 0.0 {
-                    continue;
+        for i in c0..c1 {
+            let x = plane.x(i);
+            let edge = coverage((x - self.x0).abs() - self.half_width, w);
+            if edge <= 0.0 {
+                continue;
+            }
+            let s = self.surface(x);
+            let dx = x - self.x0;
+            let rail = self.y0 + self.core_mm + self.rail_gap - dx * dx / (0.9 * self.radius);
+            let re = coverage(dx.abs() - 0.75 * self.half_width, w);
+            // Only the rows near the shells and the rail.
+            for (lo, hi) in [(s - 2.0 * w, s + self.core_mm + 2.0 * w), (rail - 2.0 * w, rail + 3.0 + 2.0 * w)] {
+                let (r0, r1) = plane.rows(lo, hi);
+                for j in r0..r1 {
+                    let y = plane.y(j);
+                    let px = &mut buf[j * plane.nx + i];
+                    let d = y - s;
+                    if d > -2.0 * w && d < self.core_mm + 2.0 * w && lo < s {
+                        let shell = |d0: f64, t: f64| coverage((d - d0 - 0.5 * t).abs() - 0.5 * t, w);
+                        let core = coverage((d - 0.5 * self.core_mm).abs() - 0.5 * self.core_mm, w);
+                        blend(px, -930.0, core * edge);
+                        blend(px, self.shell_hu, shell(0.0, 1.6) * edge);
+                        blend(px, self.shell_hu, shell(self.core_mm - 1.6, 1.6) * edge);
+                    } else if lo >= s + self.core_mm || lo > s {
+                        let dr = y - rail;
+                        blend(px, self.shell_hu + 100.0, coverage((dr - 1.5).abs() - 1.5, w) * re);
+                    }
                 }
-                let s = self.surface(x);
-                let d = y - s;
-                // Top shell, foam core, bottom shell.
-                let shell = |d0: f64, t: f64| coverage((d - d0 - 0.5 * t).abs() - 0.5 * t, w);
-                let core = coverage((d - 0.5 * self.core_mm).abs() - 0.5 * self.core_mm, w);
-                blend(px, -930.0, core * edge);
-                blend(px, self.shell_hu, shell(0.0, 1.6) * edge);
-                blend(px, self.shell_hu, shell(self.core_mm - 1.6, 1.6) * edge);
-                // Support rail: a more strongly curved, narrower shell.
-                let dx = x - self.x0;
-                let rail = self.y0 + self.core_mm + self.rail_gap - dx * dx / (0.9 * self.radius);
-                let dr = y - rail;
-                let re = coverage(dx.abs() - 0.75 * self.half_width, w);
-                blend(px, self.shell_hu + 100.0, coverage((dr - 1.5).abs() - 1.5, w) * re);
             }
         }
     }
@@ -175,21 +177,28 @@ pub(crate) struct Domes {
 }
 
 impl Domes {
+    /// Diaphragm height at (x, y) (the higher of the two domes).
+    #[inline]
+    pub(crate) fn height(&self, x: f64, y: f64) -> (f64, f64) {
+        let r2 = |c: (f64, f64, f64)| {
+            let dx = x - c.0;
+            let dy = 1.25 * (y - c.1);
+            dx * dx + dy * dy
+        };
+        let (ra, rb) = (r2(self.right), r2(self.left));
+        let (za, zb) = (self.right.2 - self.k * ra, self.left.2 - self.k * rb);
+        if za >= zb {
+            (za, ra)
+        } else {
+            (zb, rb)
+        }
+    }
+
     /// Diaphragm height at (x, y) and the magnitude of its slope.
     #[inline]
     pub(crate) fn z(&self, x: f64, y: f64) -> (f64, f64) {
-        let f = |c: (f64, f64, f64)| {
-            let dx = x - c.0;
-            let dy = 1.25 * (y - c.1);
-            let r2 = dx * dx + dy * dy;
-            (c.2 - self.k * r2, 2.0 * self.k * r2.sqrt())
-        };
-        let (a, b) = (f(self.right), f(self.left));
-        if a.0 >= b.0 {
-            a
-        } else {
-            b
-        }
+        let (z, r2) = self.height(x, y);
+        (z, 2.0 * self.k * r2.sqrt())
     }
 }
 
@@ -218,6 +227,9 @@ impl Apices {
         }
     }
 }
+
+/// The inner chest wall is rounded towards the flanks even where the skin lies flat on the table.
+const BACK_ROUNDING: f64 = 0.0022;
 
 /// One axial section of the torso's muscle envelope (the inner surface of the subcutaneous
 /// fat): an ellipse with organic harmonics, flattened where the back rests on the table.
@@ -251,7 +263,7 @@ impl Section {
         let (dx, dy) = (x - self.cx, y - self.cy);
         let rho = (dx * dx + dy * dy).sqrt().max(1e-9);
         let (c, s) = (dx / rho, dy / rho);
-        let flat = table.surface(x) - skin - self.fat[2] - self.mus[2];
+        let flat = table.surface(x) - skin - self.fat[2] - self.mus[2] - BACK_ROUNDING * dx * dx;
         (rho - (self.r_env(c, s) - Self::layer(&self.mus, c, s))).max(y - flat)
     }
 
@@ -342,6 +354,44 @@ impl Torso {
         self.a.at(z) + self.fat[1] * 1.4 + self.skin
     }
 
+    /// Signed distance (positive posteriorly, inside) from the paravertebral block: the
+    /// paraspinal muscles and transverse processes behind the lungs, a parabola opening
+    /// backwards from just behind the vertebral bodies.
+    #[inline]
+    pub(crate) fn block_d(&self, x: f64, y: f64, xs: f64, ys: f64) -> f64 {
+        let dx = x - xs;
+        y - (ys + 14.0 + 0.013 * dx * dx)
+    }
+
+    /// Point on the wall of the lung cavity (inside the ribs) seen in direction `ang` (0 =
+    /// patient's left, pi/2 = posterior) from a point in the mediastinum 45 mm in front of the
+    /// vertebral body centre (the centre of the rib arcs).
+    pub(crate) fn lung_wall(&self, z: f64, ang: f64, noise: &Noise3) -> (f64, f64) {
+        let sec = self.section(z, noise);
+        let (xs, ys) = (self.spine.x(z), self.spine.y(z));
+        let (ox, oy) = self.rib_centre(z);
+        let (s, c) = ang.sin_cos();
+        let inside = |r: f64| {
+            let (x, y) = (ox + r * c, oy + r * s);
+            sec.cavity_d(x, y, &self.table, self.skin) < 0.0 && self.block_d(x, y, xs, ys) < 0.0
+        };
+        let (mut lo, mut hi) = (0.0, 400.0);
+        for _ in 0..40 {
+            let mid = 0.5 * (lo + hi);
+            if inside(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        (ox + lo * c, oy + lo * s)
+    }
+
+    /// Centre of the rib arcs at height z.
+    pub(crate) fn rib_centre(&self, z: f64) -> (f64, f64) {
+        (self.spine.x(z), self.spine.y(z) - 45.0)
+    }
+
     /// Lung region test used when growing vessel trees (3 mm inside every boundary).
     pub(crate) fn in_lung(&self, p: V3, noise: &Noise3) -> bool {
         let sec = self.section(p[2], noise);
@@ -351,7 +401,7 @@ impl Torso {
         let (zd, _) = self.domes.z(p[0], p[1]);
         let (za, _) = self.apices.z(p[0], p[1]);
         let xs = self.spine.x(p[2]);
-        p[2] > zd + 4.0 && p[2] < za - 4.0 && (p[0] - xs).abs() > 35.0 && p[1] < self.spine.y(p[2]) + 40.0
+        p[2] > zd + 4.0 && p[2] < za - 4.0 && (p[0] - xs).abs() > 35.0 && self.block_d(p[0], p[1], xs, self.spine.y(p[2])) < -4.0
     }
 
     /// Paints skin, fat, muscle wall and the cavity's default contents.
@@ -367,6 +417,8 @@ impl Torso {
         let w = plane.w_xy();
         let ys = self.spine.y(z);
         let xs = self.spine.x(z);
+        // Envelope radius, fat and muscle thickness by direction, tabulated once per plane.
+        let table = AngleTable::<3>::new(1024, |c, s| [sec.r_env(c, s), Section::layer(&sec.fat, c, s), Section::layer(&sec.mus, c, s)]);
         for j in r0..r1 {
             let y = plane.y(j);
             let dy = y - sec.cy;
@@ -375,36 +427,35 @@ impl Torso {
                 let x = plane.x(i);
                 let dx = x - sec.cx;
                 let rho = (dx * dx + dy * dy).sqrt().max(1e-9);
-                let (c, s) = (dx / rho, dy / rho);
-                let r_env = sec.r_env(c, s);
-                let fat_t = Section::layer(&sec.fat, c, s);
+                let [r_env, fat_t, mus_t] = table.at(dx, dy);
                 let y_tab = self.table.surface(x);
                 let d_out = (rho - (r_env + fat_t + self.skin)).max(y - y_tab);
                 if d_out > w {
                     continue;
                 }
                 let p = [x, y, z];
-                blend(px, t.skin, coverage(d_out, w));
                 let d_fat = (rho - (r_env + fat_t)).max(y - (y_tab - self.skin));
-                let tex = plane.textured;
-                let fat_hu = if tex { t.fat + 8.0 * f64::from(noise.fbm2(p, 3.0)) } else { t.fat };
-                blend(px, fat_hu, coverage(d_fat, w));
                 let y_env = y_tab - self.skin - sec.fat[2];
                 let d_env = (rho - r_env).max(y - y_env);
-                let a_env = coverage(d_env, w);
-                if a_env <= 0.0 {
-                    continue;
+                let d_cav = (rho - (r_env - mus_t)).max(y - (y_env - sec.mus[2] - BACK_ROUNDING * dx * dx));
+                let (a_out, a_fat, a_env, a_cav) = (coverage(d_out, w), coverage(d_fat, w), coverage(d_env, w), coverage(d_cav, w));
+                // Paint outside-in, but only evaluate the texture of layers that stay visible.
+                let tex = plane.textured;
+                if a_fat < 1.0 {
+                    blend(px, t.skin, a_out);
                 }
-                let mus_hu = if tex { t.muscle + 7.0 * f64::from(noise.fbm2(p, 2.5)) } else { t.muscle };
-                blend(px, mus_hu, a_env);
-                let mus_t = Section::layer(&sec.mus, c, s);
-                let d_cav = (rho - (r_env - mus_t)).max(y - (y_env - sec.mus[2]));
-                let a_cav = coverage(d_cav, w);
-                if a_cav <= 0.0 {
-                    continue;
+                if a_fat > 0.0 && a_env < 1.0 {
+                    let fat_hu = if tex { t.fat + 8.0 * f64::from(noise.mm(p, 3.0)) } else { t.fat };
+                    blend(px, fat_hu, a_fat);
                 }
-                let v = self.cavity_fill(p, d_cav, plane, noise, xs, ys);
-                blend(px, v, a_cav);
+                if a_env > 0.0 && a_cav < 1.0 {
+                    let mus_hu = if tex { t.muscle + 7.0 * f64::from(noise.mm(p, 2.5)) } else { t.muscle };
+                    blend(px, mus_hu, a_env);
+                }
+                if a_cav > 0.0 {
+                    let v = self.cavity_fill(p, d_cav, plane, noise, xs, ys);
+                    blend(px, v, a_cav);
+                }
             }
         }
     }
@@ -416,31 +467,43 @@ impl Torso {
         let t = &self.tissues;
         let (x, y, z) = (p[0], p[1], p[2]);
         let w = plane.w_xy();
-        let (zd, gd) = self.domes.z(x, y);
-        let wd = plane.wz + gd * w;
-        let above = coverage(zd - z, wd);
-        let below_dia = coverage(z - (zd - 4.5), wd);
+        let (above, below_dia) = if z > self.domes.right.2.max(self.domes.left.2) + plane.wz {
+            (1.0, 0.0)
+        } else {
+            let (zd, r2) = self.domes.height(x, y);
+            // The slope (a square root) matters only near the surface.
+            if zd - z > 4.5 + 6.0 * plane.wz + 2.0 * w * (1.0 + 2.0 * self.domes.k * 400.0) {
+                (0.0, 1.0)
+            } else if z - zd > 6.0 * plane.wz + 2.0 * w * (1.0 + 2.0 * self.domes.k * 400.0) {
+                (1.0, 0.0)
+            } else {
+                let wd = plane.wz + 2.0 * self.domes.k * r2.sqrt() * w;
+                (coverage(zd - z, wd), coverage(z - (zd - 4.5), wd))
+            }
+        };
         let (za, ga) = if z > self.z_inlet - 60.0 { self.apices.z(x, y) } else { (f64::INFINITY, 0.0) };
         let below_apex = if za.is_finite() { coverage(z - za, plane.wz + ga * w) } else { 1.0 };
         let pleura = coverage(d_cav + 2.0, w);
-        let f_lung = above * below_apex * pleura;
+        // Behind the lungs and viscera next to the spine: paraspinal muscle.
+        let front_of_block = coverage(self.block_d(x, y, xs, ys), w);
+        let f_lung = above * below_apex * pleura * front_of_block;
         let f_neck = above * (1.0 - below_apex);
-        let f_abd = below_dia;
+        let f_abd = below_dia * front_of_block;
         let f_wall = (1.0 - f_lung - f_neck - f_abd).max(0.0);
         let tex = plane.textured;
-        let mut v = f_wall * t.muscle;
+        let mut v = f_wall * if front_of_block < 1.0 { t.paraspinal } else { t.muscle };
         if f_lung > 0.0 {
             let mut l = t.lung;
             if tex {
-                l += 18.0 * f64::from(noise.fbm2(p, 3.5));
+                l += 18.0 * f64::from(noise.mm(p, 3.0));
                 // Supine gravity gradient: dependent (posterior) lung is denser.
                 l += 55.0 * smoothstep(ys - 30.0, ys + 45.0, y);
             }
             v += f_lung * l;
         }
         if f_neck > 0.0 {
-            let n = if tex { f64::from(noise.fbm2(p, 7.0)) } else { 0.0 };
-            v += f_neck * lerp(t.muscle, t.fat, smoothstep(0.15, 0.5, n));
+            let n = if tex { f64::from(noise.mm(p, 9.0)) } else { 0.0 };
+            v += f_neck * lerp(t.muscle, t.fat, smoothstep(0.3, 0.55, n));
         }
         if f_abd > 0.0 {
             v += f_abd * self.bowel(p, plane, noise, xs, ys);
@@ -455,19 +518,28 @@ impl Torso {
         if !plane.textured {
             return lerp(t.bowel_wall, t.fat, t.visceral);
         }
-        let q = [p[0] - xs, p[1] - ys, p[2]];
-        let n1 = f64::from(noise.fbm2([q[0] + 500.0, q[1], q[2]], 22.0));
-        // More fat around the retroperitoneum (near the spine) and in obese patients.
-        let thr = 0.55 - 1.1 * t.visceral;
-        let fat_w = smoothstep(thr - 0.12, thr + 0.12, -n1);
-        let n2 = f64::from(noise.at(q[0] / 9.0 + 91.0, q[1] / 9.0, q[2] / 12.0));
-        let lumen = 1.0 - smoothstep(0.10, 0.2, n2.abs());
-        let n3 = f64::from(noise.at(q[0] / 14.0, q[1] / 14.0 + 33.0, q[2] / 14.0));
-        // Gas rises anteriorly in a supine patient.
-        let gas = smoothstep(0.15, 0.3, n3 - 0.004 * (q[1] + 60.0));
-        let content = lerp(t.fluid + 8.0, -900.0, gas);
-        let tissue = lerp(t.bowel_wall + 6.0 * f64::from(noise.mm(q, 2.0)), content, lumen);
-        lerp(tissue, t.fat + 6.0 * n2, fat_w)
+        let q = [p[0] - xs + 500.0, p[1] - ys, p[2]];
+        // Loops: thickened zero set of a smooth field (curved tubes in every section), lying in
+        // mesenteric fat; thinner patients have more, tighter-packed loops.
+        let n1 = f64::from(noise.at(q[0] / 17.0, q[1] / 17.0, q[2] / 19.0)) + 0.3 * f64::from(noise.at(q[0] / 7.0 + 31.0, q[1] / 7.0, q[2] / 7.0));
+        let band = n1.abs();
+        let width = lerp(0.34, 0.16, t.visceral);
+        let loop_w = 1.0 - smoothstep(width - 0.025, width + 0.025, band);
+        let fat = t.fat + 10.0 * f64::from(noise.mm(q, 3.0));
+        if loop_w <= 0.0 {
+            return fat;
+        }
+        let lumen = 1.0 - smoothstep(0.55 * width - 0.025, 0.55 * width + 0.025, band);
+        let mut tissue = t.bowel_wall + 5.0 * f64::from(noise.mm(q, 2.0));
+        if lumen > 0.0 {
+            // Content: fluid, or gas rising anteriorly in a supine patient, or mottled stool.
+            let n3 = f64::from(noise.at(q[0] / 23.0 + 11.0, q[1] / 23.0 + 33.0, q[2] / 23.0));
+            let gas = smoothstep(0.18, 0.3, n3 - 0.0035 * (p[1] - ys + 80.0));
+            let stool = smoothstep(0.05, 0.25, -n3) * (0.5 + 0.5 * f64::from(noise.at(q[0] / 2.5, q[1] / 2.5, q[2] / 2.5)));
+            let content = lerp(lerp(t.fluid + 12.0, -350.0, stool * 0.7), -920.0, gas);
+            tissue = lerp(tissue, content, lumen);
+        }
+        lerp(fat, tissue, loop_w)
     }
 }
 
@@ -601,9 +673,15 @@ impl ArcBand {
             return;
         }
         let (lo, hi) = (a0.min(a1), a0.max(a1));
-        let ext = r + t0.max(t1) + 3.0;
-        let (c0, c1) = plane.cols(cx - ext, cx + ext);
-        let (r0, r1) = plane.rows(cy - ext, cy + ext);
+        let pad = t0.max(t1) + 3.0;
+        let mut bb = [f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY];
+        for k in 0..=24 {
+            let a = lerp(lo, hi, k as f64 / 24.0);
+            let (px, py) = (cx + r * a.cos(), cy + r * a.sin());
+            bb = [bb[0].min(px), bb[1].max(px), bb[2].min(py), bb[3].max(py)];
+        }
+        let (c0, c1) = plane.cols(bb[0] - pad, bb[1] + pad);
+        let (r0, r1) = plane.rows(bb[2] - pad, bb[3] + pad);
         let w = plane.w_xy();
         let mid = 0.5 * (lo + hi);
         for j in r0..r1 {
@@ -870,13 +948,13 @@ pub(crate) fn build(seed: u64, spine: &Spine, p: &AnatomyParams) -> Anatomy {
     let domes = Domes {
         right: (xs_t6 - 65.0 * s, ys_t6 - 35.0, dome_r),
         left: (xs_t6 + 65.0 * s, ys_t6 - 30.0, dome_r - r.range(10.0, 25.0)),
-        k: r.range(0.0048, 0.0062) / s,
+        k: r.range(0.0068, 0.0085) / s,
     };
     let apex_z = zl(Level::C7) + r.range(-8.0, 6.0);
     let apices = Apices {
-        right: (sref.x(apex_z) - 42.0 * s, sref.y(apex_z) - 12.0, apex_z),
-        left: (sref.x(apex_z) + 42.0 * s, sref.y(apex_z) - 12.0, apex_z - r.range(0.0, 6.0)),
-        k: 0.0042 / s,
+        right: (sref.x(apex_z) - 45.0 * s, sref.y(apex_z) + 8.0, apex_z),
+        left: (sref.x(apex_z) + 45.0 * s, sref.y(apex_z) + 8.0, apex_z - r.range(0.0, 6.0)),
+        k: 0.0026 / s,
     };
     let torso = Torso {
         spine: sref,
@@ -1000,7 +1078,7 @@ fn grow_tree(
     }
     let r_end = radius * 0.92;
     out.push(Capsule::new(root, end, radius, r_end));
-    let kids = if depth < 2 { 3 } else { 2 };
+    let kids = if depth < 3 { 3 } else { 2 };
     for k in 0..kids {
         let spread = r.range(0.35, 0.7);
         // Perpendicular kick in a random direction.
@@ -1033,13 +1111,17 @@ fn organs(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anat
     let mut bronchi = Vec::new();
     let mut tr = Rng::stream(seed, "lung-trees", 0);
     for &(h, side) in &hila {
-        let dirs: [V3; 6] = [
+        let dirs: [V3; 10] = [
             [side * 0.3, 0.1, 1.0],
+            [side * 0.5, 0.5, 0.9],
+            [side * 0.4, -0.5, 0.8],
             [side * 1.0, 0.0, 0.3],
             [side * 0.8, 0.5, -0.6],
             [side * 0.5, -0.6, -0.5],
             [side * 0.4, 0.4, -1.0],
+            [side * 0.2, 0.8, -0.6],
             [side * 0.9, -0.3, 0.0],
+            [side * 0.5, -0.8, 0.1],
         ];
         for d in dirs {
             let d = normalize(d);
@@ -1061,8 +1143,9 @@ fn organs(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anat
     // spine.
     {
         let mut keys = Vec::new();
+        let z_bottom = torso.domes.z(sr.x(z(Level::T10)), sr.front(z(Level::T10)) - 30.0).0 - 6.0;
         for i in 0..=12 {
-            let zz = lerp(z(Level::T1) + 10.0, torso.domes.right.2 - 15.0, i as f64 / 12.0);
+            let zz = lerp(z(Level::T1) + 10.0, z_bottom, i as f64 / 12.0);
             let sec = torso.section(zz, noise);
             let front = sec.cavity_point(-std::f64::consts::FRAC_PI_2).1 + 3.0;
             let back = sr.front(zz) - 2.0;
@@ -1073,10 +1156,15 @@ fn organs(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anat
     }
 
     // Heart with pericardial fat, myocardium and (with contrast) bright chambers.
-    let zh = sr.zt(Level::T8, Level::T9, 0.5);
-    let hc = sr.at(zh, 22.0 * s + r.range(-5.0, 5.0), -ba_at(zh) - 62.0 * s);
     let heart_rot = r.range(0.45, 0.75);
     let (hax, hay, hhz) = (62.0 * s * r.range(0.9, 1.1), 46.0 * s, 52.0 * s);
+    // The heart rests on the diaphragm's central tendon.
+    let hc = {
+        let zh0 = sr.zt(Level::T8, Level::T9, 0.5);
+        let c0 = sr.at(zh0, 22.0 * s + r.range(-5.0, 5.0), -ba_at(zh0) - 62.0 * s);
+        let (zd, _) = torso.domes.z(c0[0], c0[1]);
+        [c0[0], c0[1], zd + 0.8 * hhz]
+    };
     let hh = harm(r, 0.04);
     items.push(Item::Loft(ellipsoid(hc, hax + 5.0, hay + 5.0, hhz + 4.0, heart_rot, hh, Fill::tex(t.fat + 10.0, 8.0, 3.0))));
     items.push(Item::Loft(ellipsoid(hc, hax, hay, hhz, heart_rot, hh, Fill::tex(t.myocardium, 5.0, 3.0))));
@@ -1287,6 +1375,8 @@ fn organs(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anat
         let c = sr.at(zc, side * 68.0 * s, 0.35 * ba_at(zc) + 8.0);
         let rot = side * r.range(0.5, 0.8);
         let h = harm(r, 0.04);
+        let pf = 4.0 + 14.0 * t.visceral;
+        items.push(Item::AbdLoft(ellipsoid(c, 24.0 * s + pf, 29.0 * s + pf, 54.0 * s + pf, rot, h, Fill::tex(t.fat + 10.0, 10.0, 3.0))));
         items.push(Item::AbdLoft(ellipsoid(c, 24.0 * s, 29.0 * s, 54.0 * s, rot, h, Fill::tex(t.kidney_cortex, 6.0, 3.0))));
         let (sn, cs) = rot.sin_cos();
         let inner_c = [c[0] - side * 9.0 * cs, c[1] - side * 9.0 * sn, c[2]];
@@ -1294,19 +1384,29 @@ fn organs(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anat
         let sinus_c = [c[0] - side * 16.0 * cs, c[1] - side * 16.0 * sn, c[2]];
         items.push(Item::AbdLoft(ellipsoid(sinus_c, 9.0 * s, 9.0 * s, 24.0 * s, rot, h, Fill::tex(t.fat + 40.0, 20.0, 3.0))));
     }
-    // Colon frame: ascending, transverse, descending; gas and stool.
+    // Colon frame: ascending, transverse, descending; gas and stool. Placed from the cavity
+    // wall inwards so it always lies inside the abdomen.
     {
+        let inward = |zz: f64, ang: f64, depth: f64| {
+            let sec = torso.section(zz, noise);
+            let (wx, wy) = sec.cavity_point(ang);
+            let (dx, dy) = (wx - sec.cx, wy - sec.cy);
+            let l = (dx * dx + dy * dy).sqrt().max(1.0);
+            [wx - dx / l * depth, wy - dy / l * depth, zz]
+        };
+        let pi = std::f64::consts::PI;
+        let zl1 = z(Level::L1);
         let pts = [
-            (sr.at(z(Level::S1) - 10.0, -95.0 * s, -ba_at(z(Level::L5)) - 30.0), 22.0 * s),
-            (sr.at(z(Level::L3), -100.0 * s, -ba_at(z(Level::L3)) - 25.0), 24.0 * s),
-            (sr.at(z(Level::L1) - 10.0, -85.0 * s, -ba_at(z(Level::L1)) - 60.0), 22.0 * s),
-            (sr.at(z(Level::L2), 0.0, -ba_at(z(Level::L2)) - 100.0 * s), 20.0 * s),
-            (sr.at(z(Level::T12), 92.0 * s, -ba_at(z(Level::T12)) - 30.0), 20.0 * s),
-            (sr.at(z(Level::L3), 102.0 * s, -ba_at(z(Level::L3)) - 5.0), 18.0 * s),
-            (sr.at(z(Level::S1) - 20.0, 80.0 * s, -ba_at(z(Level::S1)) - 30.0), 17.0 * s),
+            (inward(z(Level::S1) - 10.0, pi - 0.55, 30.0 * s), 20.0 * s),
+            (inward(z(Level::L3), pi - 0.45, 32.0 * s), 22.0 * s),
+            (inward(zl1 - 8.0, pi + 0.55, 30.0 * s), 21.0 * s),
+            (inward(z(Level::L2) + 5.0, -pi / 2.0, 35.0 * s), 19.0 * s),
+            (inward(z(Level::T12), 0.25, 30.0 * s), 19.0 * s),
+            (inward(z(Level::L3), 0.35, 26.0 * s), 17.0 * s),
+            (inward(z(Level::S1) - 20.0, 0.6, 28.0 * s), 16.0 * s),
         ];
         let path = spline(&pts, 6);
-        let content = Fill::tex(-420.0, 520.0, 7.0);
+        let content = Fill::tex(-450.0, 520.0, 6.0);
         let caps: Vec<Capsule> = path.windows(2).map(|w| Capsule::new(w[0].0, w[1].0, w[0].1, w[1].1)).collect();
         let colon = CapsuleSet::new(caps, 2.0, Fill::solid(t.bowel_wall), Some(content), 2.5);
         items.push(Item::Caps(colon));
@@ -1371,7 +1471,7 @@ fn arms(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, p: &AnatomyParams, no
         let sec = torso.section(zs, noise);
         let shoulder_x = sec.cx + side * (sec.a + 8.0 * s);
         let shoulder = [shoulder_x, sec.cy + 5.0, zs];
-        let cortex = Fill::tex(t.cortex, 40.0, 2.0);
+        let cortex = Fill::solid(t.cortex);
         let marrow = Fill::tex(t.yellow_marrow, 30.0, 3.0);
         match p.arms {
             Arms::Down => {
@@ -1430,7 +1530,7 @@ fn bones(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anato
     let t = &torso.tissues;
     let s = p.size;
     let z = |l: Level| sr.z(l);
-    let cortex = Fill::tex(t.cortex * 0.85, 60.0, 1.5);
+    let cortex = Fill::solid(t.cortex * 0.85);
     let marrow = Fill::tex(t.marrow, 35.0, 2.0);
     let _ = seed;
     // Ribs: head at the body, tubercle at the transverse process, shaft following the inner
@@ -1463,21 +1563,27 @@ fn bones(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anato
             } * s;
             // The 12th rib is short or rudimentary in some patients.
             let short12 = n == 12 && r.chance(0.25);
-            let start_angle = 1.15;
+            let mirror = |a: f64| if side > 0.0 { a } else { std::f64::consts::PI - a };
+            // Start where the shaft leaves the tubercle: the wall direction of the tubercle.
+            let start_angle = {
+                let (ox, oy) = torso.rib_centre(zh);
+                let a = (tub[1] - oy).atan2(tub[0] - ox);
+                // Express on the left-side convention.
+                let a = if side > 0.0 { a } else { std::f64::consts::PI - a };
+                a - 0.05
+            };
             let mut pts = vec![(head, 4.5 * s), (tub, 4.5 * s)];
             let steps = 14;
-            let end = if short12 { 1.0 } else { end_angle };
+            let end = if short12 { start_angle - 0.5 } else { end_angle };
             for k2 in 1..=steps {
                 let u = k2 as f64 / steps as f64;
                 let a = lerp(start_angle, end, u);
-                let zz = zh - 6.0 - drop * u.powf(1.2);
-                let sec = torso.section(zz, noise);
-                // Mirror the angle for the right side (angles measured from the left axis).
-                let ang = if side > 0.0 { a } else { std::f64::consts::PI - a };
-                let (wx, wy) = sec.cavity_point(ang);
-                let (dx, dy) = (wx - sec.cx, wy - sec.cy);
+                let zz = zh - 4.0 - drop * u.powf(1.2);
+                let (wx, wy) = torso.lung_wall(zz, mirror(a), noise);
+                let (ox, oy) = torso.rib_centre(zz);
+                let (dx, dy) = (wx - ox, wy - oy);
                 let l = (dx * dx + dy * dy).sqrt().max(1.0);
-                let out = 4.5;
+                let out = 4.0;
                 pts.push(([wx + dx / l * out, wy + dy / l * out, zz], 4.5 * s));
             }
             let caps: Vec<Capsule> = pts
@@ -1548,16 +1654,13 @@ fn bones(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, seed: u64, p: &Anato
         // Scapula: a thin curved plate on the posterior chest wall, T1 to T7.
         let z_top = z(Level::T1) + 10.0;
         let z_inf = z(Level::T7) - 5.0;
-        let cen = |zz: f64| {
-            let sc = torso.section(zz, noise);
-            (sc.cx, sc.cy)
-        };
+        let cen = |zz: f64| torso.rib_centre(zz);
         let mirror = |a: f64| if side > 0.0 { a } else { std::f64::consts::PI - a };
         // Outside the ribs, within the posterior muscle layer.
         let rad = |zz: f64| {
-            let sc = torso.section(zz, noise);
-            let (wx, wy) = sc.cavity_point(mirror(0.8));
-            ((wx - sc.cx).powi(2) + (wy - sc.cy).powi(2)).sqrt() + 13.0
+            let (ox, oy) = torso.rib_centre(zz);
+            let (wx, wy) = torso.lung_wall(zz, mirror(0.75), noise);
+            ((wx - ox).powi(2) + (wy - oy).powi(2)).sqrt() + 16.0
         };
         let zs = [z_inf, lerp(z_inf, z_top, 0.5), z_top];
         let band = ArcBand {

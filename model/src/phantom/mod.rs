@@ -16,6 +16,7 @@
 //! streaks), `scene` (assembly), `raster` (painting primitives), `math`, `rng`.
 
 mod acquisition;
+mod devdump;
 mod anatomy;
 mod math;
 mod raster;
@@ -138,6 +139,9 @@ pub struct PhantomOptions {
     pub fracture_count: Option<usize>,
     /// Exact mimics (`Some(vec![])`: none).
     pub mimics: Option<Vec<MimicSpec>>,
+    /// Centre the field of view on the vertebral bodies (a spine-targeted reconstruction)
+    /// instead of on the body.
+    pub center_on_spine: bool,
     /// Geometry-test rendering: no noise, kernel blur, texture, rings or streaks; one sample per
     /// slice. Truth is unchanged.
     pub ideal: bool,
@@ -230,7 +234,7 @@ fn draw_patient(seed: u64, o: &PhantomOptions) -> Patient {
     };
     let arms = if r.chance(0.65) { Arms::Up } else { Arms::Down };
     let contrast = r.chance(0.55);
-    let bone_density = r.normal_clamped(215.0 - 150.0 * age, 35.0, 50.0, 300.0);
+    let bone_density = r.normal_clamped(235.0 - 135.0 * age, 30.0, 60.0, 320.0);
     Patient {
         age,
         size,
@@ -343,7 +347,7 @@ pub fn generate(seed: u64, opts: &PhantomOptions) -> Result<Phantom> {
             v.frame.origin = add(v.frame.origin, d);
         }
     }
-    let cortex_hu = 620.0 + 1.6 * pat.bone_density;
+    let cortex_hu = 1050.0 + 1.5 * pat.bone_density;
     let anat = anatomy::build(
         seed,
         &sp,
@@ -479,7 +483,14 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
         + arms_w
         + r.range(10.0, 50.0);
     let ps = o.pixel_spacing_mm.unwrap_or_else(|| ((width / rows as f64) * 512.0 / 512.0).clamp(0.6, 1.0));
-    let center = [sec.cx + r.range(-12.0, 12.0), sec.cy + r.range(-25.0, 15.0), zmid];
+    let jitter = [r.range(-12.0, 12.0), r.range(-25.0, 15.0)];
+    let center = if o.center_on_spine {
+        let vs: Vec<&spine::Vertebra> = sp.verts[from.index()..=to.index()].iter().collect();
+        let m = |k: usize| vs.iter().map(|v| v.frame.origin[k]).sum::<f64>() / vs.len() as f64;
+        [m(0), m(1), zmid]
+    } else {
+        [sec.cx + jitter[0], sec.cy + jitter[1], zmid]
+    };
     let origin = [
         center[0] - 0.5 * (rows as f64 - 1.0) * ps,
         center[1] - 0.5 * (rows as f64 - 1.0) * ps,
@@ -591,7 +602,9 @@ fn render(seed: u64, scene: &Scene, plan: &Plan, ideal: bool) -> Result<Volume> 
     let (nx, ny, nz) = (g.dims[0], g.dims[1], g.dims[2]);
     let ps = g.spacing[0];
     let thick = plan.acq.slice_thickness_mm;
-    let n_sub = if ideal { 1 } else { (thick / 1.0 - 1e-6).ceil().max(1.0) as usize };
+    // Surfaces get exact partial volume within each sub-slice from their signed distance, so
+    // sub-slices only need to follow curvature along z: one per 1.7 mm is plenty.
+    let n_sub = if ideal { 1 } else { (thick / 1.7 - 1e-6).ceil().max(1.0) as usize };
     let post = PostProcess {
         nx,
         ny,
@@ -637,7 +650,8 @@ fn render(seed: u64, scene: &Scene, plan: &Plan, ideal: bool) -> Result<Volume> 
         }
         post.apply(k, &mut acc, &mut tmp);
         for (o, a) in out.iter_mut().zip(&acc) {
-            *o = a.round() as i16;
+            // Round half away from zero without a libm call.
+            *o = if *a >= 0.0 { (*a + 0.5) as i16 } else { (*a - 0.5) as i16 };
         }
     });
     let _ = nz;
@@ -803,7 +817,7 @@ mod prof {
         let names: Vec<String> = anat.items.iter().map(|it| match it { anatomy::Item::Table => "table".into(), anatomy::Item::Torso => "torso".into(), anatomy::Item::Liver(_) => "liver".into(), anatomy::Item::Loft(_) => "loft".into(), anatomy::Item::AbdLoft(_) => "abdloft".into(), anatomy::Item::Caps(c) => format!("caps{}", c.caps.len()), anatomy::Item::List(_) => "list".into(), anatomy::Item::Arc(_) => "arc".into(), anatomy::Item::Stomach(_) => "stomach".into() }).collect();
         let mut times = vec![0.0f64; names.len()];
         for k in 0..40 {
-            let plane = Plane { z: z - 100.0 + k as f64 * 5.0, nx: 512, ny: 512, x0: xc - 256.0, y0: yc - 256.0, dx: 1.0, dy: 1.0, wz: 1.0, textured: true };
+            let plane = Plane { z: z - 100.0 + k as f64 * 5.0, nx: 512, ny: 512, x0: xc - 256.0, y0: yc - 256.0, dx: 1.0, dy: 1.0, wz: 1.0, textured: std::env::var("PH_NOTEX").is_err() };
             for (i, it) in anat.items.iter().enumerate() {
                 let t0 = std::time::Instant::now();
                 anat.paint_one(it, &plane, &mut buf, &noise);

@@ -5,7 +5,7 @@
 //! shape (estimated from a signed distance and the voxel's extent along the surface normal).
 //! That gives the partial-volume edges a real scanner produces without supersampling in-plane.
 
-use super::math::{coverage, cross, dot, norm, smin, sub, Curve, V3};
+use super::math::{coverage, dot, norm, smin, sub, Curve, V3};
 use super::rng::Noise3;
 
 /// One axial sampling plane (a sub-slice of an output slice).
@@ -108,7 +108,7 @@ impl Fill {
         if self.amp == 0.0 || !plane.textured {
             self.hu
         } else {
-            self.hu + self.amp * f64::from(noise.fbm2(p, self.cell))
+            self.hu + self.amp * f64::from(noise.mm(p, self.cell))
         }
     }
 }
@@ -231,64 +231,56 @@ impl CapsuleSet {
         if plane.z < self.zlo - margin || plane.z > self.zhi + margin {
             return;
         }
-        // Active capsules and their boxes, merged into clusters of overlapping boxes so a rib
-        // crossing the plane twice is not evaluated over the empty space between crossings.
-        let mut boxes: Vec<([f64; 4], Vec<usize>)> = Vec::new();
-        for (i, c) in self.caps.iter().enumerate() {
-            if let Some(b) = c.bbox_at(plane.z, margin) {
-                boxes.push((b, vec![i]));
-            }
-        }
-        if boxes.is_empty() {
-            return;
-        }
-        let grow = self.blend_k + 1.0;
-        loop {
-            let mut merged = false;
-            'outer: for i in 0..boxes.len() {
-                for j in i + 1..boxes.len() {
-                    let (a, b) = (boxes[i].0, boxes[j].0);
-                    if a[0] <= b[1] + grow && b[0] <= a[1] + grow && a[2] <= b[3] + grow && b[2] <= a[3] + grow {
-                        let (bj, mut ij) = boxes.swap_remove(j);
-                        boxes[i].0 = [a[0].min(bj[0]), a[1].max(bj[1]), a[2].min(bj[2]), a[3].max(bj[3])];
-                        boxes[i].1.append(&mut ij);
-                        merged = true;
-                        break 'outer;
-                    }
-                }
-            }
-            if !merged {
-                break;
-            }
-        }
-        for (bb, idx) in &boxes {
+        // Active capsules and their boxes in this plane. Each pixel is painted once, by the
+        // first active capsule whose box holds it, with the union over all boxes that hold it.
+        let k = self.blend_k;
+        let active: Vec<(usize, [f64; 4])> = self
+            .caps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.bbox_at(plane.z, margin).map(|b| (i, [b[0] - k, b[1] + k, b[2] - k, b[3] + k])))
+            .collect();
+        for (a, &(_, bb)) in active.iter().enumerate() {
             let (c0, c1) = plane.cols(bb[0], bb[1]);
             let (r0, r1) = plane.rows(bb[2], bb[3]);
             for j in r0..r1 {
                 let y = plane.y(j);
                 let row = &mut buf[j * plane.nx..(j + 1) * plane.nx];
-                for (i, px) in row.iter_mut().enumerate().take(c1).skip(c0) {
-                    let p = [plane.x(i), y, plane.z];
+                'px: for (i, px) in row.iter_mut().enumerate().take(c1).skip(c0) {
+                    let x = plane.x(i);
+                    let inside = |b: &[f64; 4]| x >= b[0] && x <= b[1] && y >= b[2] && y <= b[3];
+                    for (_, b) in &active[..a] {
+                        if inside(b) {
+                            continue 'px;
+                        }
+                    }
+                    let p = [x, y, plane.z];
                     let mut d = f64::INFINITY;
                     let mut dmin = f64::INFINITY;
                     let mut n = [1.0, 0.0, 0.0];
-                    for &k in idx {
-                        let (dk, nk) = self.caps[k].dist(p);
+                    for (ci, b) in &active[a..] {
+                        if !inside(b) {
+                            continue;
+                        }
+                        let (dk, nk) = self.caps[*ci].dist(p);
                         if dk < dmin {
                             dmin = dk;
                             n = nk;
                         }
-                        d = smin(d, dk, self.blend_k);
+                        d = smin(d, dk, k);
                     }
                     if d > margin {
                         continue;
                     }
                     let w = plane.edge_w(n);
-                    blend(px, self.outer.at(noise, p, plane), coverage(d, w));
+                    let a_out = coverage(d, w);
+                    let a_in = if self.inner.is_some() { coverage(d + self.inset, w) } else { 0.0 };
+                    if a_in < 1.0 {
+                        blend(px, self.outer.at(noise, p, plane), a_out);
+                    }
                     if let Some(inner) = &self.inner {
-                        let a = coverage(d + self.inset, w);
-                        if a > 0.0 {
-                            blend(px, inner.at(noise, p, plane), a);
+                        if a_in > 0.0 {
+                            blend(px, inner.at(noise, p, plane), a_in);
                         }
                     }
                 }
@@ -384,6 +376,8 @@ impl Loft {
         let (c0, c1) = plane.cols(cx - rmax, cx + rmax);
         let (r0, r1) = plane.rows(cy - rmax, cy + rmax);
         let w = plane.w_xy();
+        let bins = ((rmax * 2.0) as usize).clamp(32, 512);
+        let table = AngleTable::<1>::new(bins, |c, s| [radius(ax, ay, c, s, &self.harm)]);
         for j in r0..r1 {
             let y = plane.y(j);
             let row = &mut buf[j * plane.nx..(j + 1) * plane.nx];
@@ -394,7 +388,7 @@ impl Loft {
                 let ly = -sr * ux + cr * uy;
                 let rho = (lx * lx + ly * ly).sqrt();
                 let r = if rho > 1e-9 {
-                    radius(ax, ay, lx / rho, ly / rho, &self.harm)
+                    table.at(lx, ly)[0]
                 } else {
                     ax.min(ay)
                 };
@@ -432,11 +426,67 @@ pub(crate) fn harmonics(c: f64, s: f64, harm: &[(f64, f64); 4]) -> f64 {
     acc
 }
 
-/// Unit normal of the plane spanned by two vectors (for slab planes).
-pub(crate) fn plane_normal(u: V3, v: V3) -> V3 {
-    let n = cross(u, v);
-    let l = norm(n);
-    [n[0] / l, n[1] / l, n[2] / l]
+/// Pseudo-angle in [0, 4) of a direction (monotone in the true angle, no trigonometry).
+#[inline]
+pub(crate) fn diamond(c: f64, s: f64) -> f64 {
+    if s >= 0.0 {
+        if c >= 0.0 {
+            s / (c + s).max(1e-12)
+        } else {
+            1.0 - c / (s - c)
+        }
+    } else if c < 0.0 {
+        2.0 - s / (-c - s)
+    } else {
+        3.0 + c / (c - s)
+    }
+}
+
+/// Unit direction of a pseudo-angle (inverse of [`diamond`]).
+pub(crate) fn undiamond(d: f64) -> (f64, f64) {
+    let d = d.rem_euclid(4.0);
+    let (c, s) = if d < 1.0 {
+        (1.0 - d, d)
+    } else if d < 2.0 {
+        (-(d - 1.0), 2.0 - d)
+    } else if d < 3.0 {
+        (-(3.0 - d), -(d - 2.0))
+    } else {
+        (d - 3.0, -(4.0 - d))
+    };
+    let l = (c * c + s * s).sqrt();
+    (c / l, s / l)
+}
+
+/// A per-plane table of a smooth function of direction, indexed by pseudo-angle.
+pub(crate) struct AngleTable<const K: usize> {
+    vals: Vec<[f64; K]>,
+}
+
+impl<const K: usize> AngleTable<K> {
+    pub(crate) fn new(n: usize, f: impl Fn(f64, f64) -> [f64; K]) -> Self {
+        let vals = (0..=n)
+            .map(|b| {
+                let (c, s) = undiamond(4.0 * b as f64 / n as f64);
+                f(c, s)
+            })
+            .collect();
+        AngleTable { vals }
+    }
+
+    #[inline]
+    pub(crate) fn at(&self, c: f64, s: f64) -> [f64; K] {
+        let n = self.vals.len() - 1;
+        let t = diamond(c, s) * (n as f64 / 4.0);
+        let i = (t as usize).min(n - 1);
+        let f = t - i as f64;
+        let (a, b) = (&self.vals[i], &self.vals[i + 1]);
+        let mut out = [0.0; K];
+        for k in 0..K {
+            out[k] = a[k] + f * (b[k] - a[k]);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -475,6 +525,23 @@ mod tests {
         let area: f64 = buf.iter().map(|&v| f64::from(v)).sum::<f64>() * 0.25;
         let expect = std::f64::consts::PI * 100.0;
         assert!((area - expect).abs() / expect < 0.01, "{area} vs {expect}");
+    }
+
+    #[test]
+    fn pseudo_angle_round_trips() {
+        for k in 0..360 {
+            let t = (k as f64).to_radians();
+            let (s, c) = t.sin_cos();
+            let (c2, s2) = undiamond(diamond(c, s));
+            assert!((c - c2).abs() < 1e-9 && (s - s2).abs() < 1e-9, "{k}");
+        }
+        let tab = AngleTable::<1>::new(256, |c, s| [radius(20.0, 10.0, c, s, &[(0.0, 0.0); 4])]);
+        for k in 0..360 {
+            let t = (k as f64 + 0.37).to_radians();
+            let (s, c) = t.sin_cos();
+            let exact = radius(20.0, 10.0, c, s, &[(0.0, 0.0); 4]);
+            assert!((tab.at(c, s)[0] - exact).abs() < 0.02, "{k}");
+        }
     }
 
     #[test]

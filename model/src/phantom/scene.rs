@@ -109,7 +109,7 @@ impl Scene {
             arches.push(CapsuleSet::new(
                 caps,
                 1.8,
-                Fill::tex(hu.cortex * 0.95, 50.0, 1.5),
+                Fill::solid(hu.cortex * 0.95),
                 Some(Fill::tex(hu.cancellous, hu.trabecular_amp, 1.4)),
                 1.2,
             ));
@@ -122,7 +122,7 @@ impl Scene {
                 arches.push(CapsuleSet::new(
                     caps,
                     1.2,
-                    Fill::tex(hu.cortex * 0.8, 60.0, 1.0),
+                    Fill::solid(hu.cortex * 0.8),
                     Some(Fill::tex(hu.cancellous + 80.0, hu.trabecular_amp, 1.2)),
                     0.9,
                 ));

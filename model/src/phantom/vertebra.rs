@@ -642,7 +642,10 @@ pub(crate) fn arch_rods(body: &Body, canal: &Canal, arch: &super::spine::ArchDim
     let m = [0.0, yc + cd + arch.lamina_r + 0.3, zp - 0.22 * h];
     let (ss, cs) = arch.spinous_slope.sin_cos();
     let tip = [0.0, m[1] + cs * arch.spinous_len, m[2] - ss * arch.spinous_len];
-    rods.push((m, tip, arch.spinous_r, arch.spinous_r * 1.25));
+    // Slightly curved (droops at the tip) and tapering to a rounded tubercle.
+    let mid = [0.0, m[1] + 0.55 * cs * arch.spinous_len, m[2] - 0.5 * ss * arch.spinous_len + 1.0];
+    rods.push((m, mid, arch.spinous_r * 1.15, arch.spinous_r * 0.85));
+    rods.push((mid, tip, arch.spinous_r * 0.85, arch.spinous_r * 1.05));
     if arch.spinous_tall {
         let dz = 0.32 * h;
         rods.push((

@@ -7,8 +7,7 @@ DESCRIPTION = "Receives chest CT over DICOM, finds vertebral compression fractur
                port 104."
 SECTION = "console/network"
 LICENSE = "Apache-2.0"
-# The source tree has no license file of its own; the workspace Cargo.toml declares Apache-2.0.
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 CVE_PRODUCT = "vcfd"
 
 # CharLS (JPEG-LS) is C++ built with cmake; OpenJPEG is built from the bundled C sources.
@@ -61,7 +60,7 @@ do_install:append() {
     install -d ${D}${docdir}/${BPN}
     install -m 0644 ${S}/provisioning/README.md ${D}${docdir}/${BPN}/
 
-    # Mount points of the config and state partitions (see wic/vcf-appliance.wks.in).
+    # Mount points of the config and state partitions (see recipes-core/images/vcf-appliance.wks.in).
     install -d -m 0750 ${D}${sysconfdir}/vcfd
     install -d -m 0750 ${D}${localstatedir}/lib/vcfd
 }

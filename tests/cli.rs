@@ -1,0 +1,147 @@
+//! End-to-end: the `vcfd` binary as a user runs it — help, phantom, validation, reload.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vcfd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vcfd"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("vcfd starts");
+    if !out.status.success() {
+        panic!(
+            "{:?} failed: {}\n{}",
+            cmd,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Tools from Debian packages the test script installs; missing ones fail in CI, skip elsewhere.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{name} is required in CI (scripts/test.sh installs it)"
+        );
+        eprintln!("skipping the {name} part: not installed");
+    }
+    found
+}
+
+#[test]
+fn help_lists_every_subcommand_and_each_has_help() {
+    let out = run(vcfd().arg("--help"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let subcommands = ["analyze", "demo", "phantom", "provision", "check"];
+    for sub in subcommands {
+        assert!(text.contains(sub), "--help does not list {sub}:\n{text}");
+        let out = run(vcfd().args([sub, "--help"]));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: vcfd"));
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("JSON")
+}
+
+#[test]
+fn phantom_is_valid_dicom_and_reloads_with_the_truth_geometry() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("ph");
+    run(vcfd()
+        .args(["phantom", "--seed", "7", "--rows", "192", "--slices", "60"])
+        .arg("--out")
+        .arg(&study));
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&study)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 60);
+
+    if let Some(dciodvfy) = tool("dciodvfy") {
+        for f in [&files[0], &files[30], &files[59]] {
+            let out = Command::new(&dciodvfy).arg(f).output().unwrap();
+            // dciodvfy prints its findings on stderr; "Error" lines are failures of the IOD.
+            let text = String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout);
+            let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+            assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
+        }
+    }
+
+    let report = dir.path().join("a.json");
+    run(vcfd().arg("analyze").arg(&study).arg("--json").arg(&report));
+    let truth = json(&study.join("truth.json"));
+    let rep = json(&report);
+    assert_eq!(rep["study_instance_uid"], truth["study_instance_uid"]);
+    assert_eq!(rep["series_instance_uid"], truth["series_instance_uid"]);
+    let s = &rep["series"];
+    let t = &truth["study"];
+    let close = |a: &serde_json::Value, b: &serde_json::Value| {
+        (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-6
+    };
+    assert!(close(&s["spacing_mm"][0], &t["pixel_spacing_mm"]));
+    assert!(close(&s["spacing_mm"][1], &t["pixel_spacing_mm"]));
+    assert!(close(&s["spacing_mm"][2], &t["slice_spacing_mm"]));
+    assert!(close(&s["slice_thickness_mm"], &t["slice_thickness_mm"]));
+    assert_eq!(s["dims"], serde_json::json!([192, 192, 60]));
+
+    // Every vertebra the truth calls in view has its body centre inside the reloaded grid.
+    let origin: Vec<f64> = (0..3)
+        .map(|a| s["origin_mm"][a].as_f64().unwrap())
+        .collect();
+    let spacing: Vec<f64> = (0..3)
+        .map(|a| s["spacing_mm"][a].as_f64().unwrap())
+        .collect();
+    let mut in_view = 0;
+    for v in truth["vertebrae"].as_array().unwrap() {
+        if v["in_view"] != true {
+            continue;
+        }
+        in_view += 1;
+        for a in 0..3 {
+            let idx = (v["center_mm"][a].as_f64().unwrap() - origin[a]) / spacing[a];
+            let n = s["dims"][a].as_f64().unwrap();
+            assert!(
+                idx > -0.5 && idx < n - 0.5,
+                "{} axis {a}: index {idx} outside 0..{n}",
+                v["level"]
+            );
+        }
+    }
+    assert!(
+        in_view >= 4,
+        "a 60-slice phantom shows at least four vertebrae"
+    );
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vcfd()
+        .arg("analyze")
+        .arg(dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing"), "{err}");
+
+    std::fs::write(dir.path().join("notes.txt"), "not DICOM").unwrap();
+    let out = vcfd().arg("analyze").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("dicom"), "{err}");
+}
