@@ -9,7 +9,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const VCFD: &str = env!("CARGO_BIN_EXE_vcfd");
-pub const J2K: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/totalseg-j2k-20");
+pub const J2K: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/totalseg-j2k-20"
+);
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -38,7 +41,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -191,10 +197,16 @@ impl Daemon {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut p = self.proc.take().expect("running");
         let pid = p.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = wait_for("vcfd to exit after SIGTERM", Duration::from_secs(40), || {
-            p.0.try_wait().unwrap()
-        });
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = wait_for(
+            "vcfd to exit after SIGTERM",
+            Duration::from_secs(40),
+            || p.0.try_wait().unwrap(),
+        );
         drop(p);
         status
     }

@@ -202,7 +202,11 @@ fn wrong_ca_is_refused_and_dead_lettered() {
     assert_eq!(received(&out_dir), 0);
     let store = vcfd::store::Store::open(&dir.path().join("state-tls")).unwrap();
     assert_eq!(store.dead_letters().unwrap().len(), 2);
-    assert!(store.alerts().unwrap().iter().any(|a| a.kind == "dead_letter"));
+    assert!(store
+        .alerts()
+        .unwrap()
+        .iter()
+        .any(|a| a.kind == "dead_letter"));
 }
 
 #[test]

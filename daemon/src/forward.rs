@@ -338,18 +338,28 @@ fn connect(dest: &Destination, payloads: &[&Payload]) -> Result<Box<dyn Assoc>> 
     }
 }
 
-fn c_store(dest: &Destination, a: &mut dyn Assoc, p: &Payload, message_id: u16) -> Result<()> {
+/// One C-STORE; on failure also says whether the association can still be used.
+fn c_store(
+    dest: &Destination,
+    a: &mut dyn Assoc,
+    p: &Payload,
+    message_id: u16,
+) -> std::result::Result<(), (Error, bool)> {
+    let broken = |e: Error| (e, false);
     let Some(&(pc_id, _, _)) = a
         .contexts()
         .iter()
         .find(|(_, sc, ts)| *sc == p.sop_class && *ts == p.transfer_syntax)
     else {
-        return Err(dest.err(
-            Retry::Permanent,
-            format!(
-                "the PACS rejected SOP class {} in transfer syntax {}",
-                p.sop_class, p.transfer_syntax
+        return Err((
+            dest.err(
+                Retry::Permanent,
+                format!(
+                    "the PACS rejected SOP class {} in transfer syntax {}",
+                    p.sop_class, p.transfer_syntax
+                ),
             ),
+            true,
         ));
     };
     let uid = |s: &str| {
@@ -378,7 +388,7 @@ fn c_store(dest: &Destination, a: &mut dyn Assoc, p: &Payload, message_id: u16) 
     let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
     let mut bytes = Vec::new();
     cmd.write_dataset_with_ts(&mut bytes, &ts)
-        .map_err(|e| dest.err(Retry::Permanent, format!("encoding C-STORE-RQ: {e}")))?;
+        .map_err(|e| broken(dest.err(Retry::Permanent, format!("encoding C-STORE-RQ: {e}"))))?;
     a.send(&Pdu::PData {
         data: vec![PDataValue {
             presentation_context_id: pc_id,
@@ -387,12 +397,12 @@ fn c_store(dest: &Destination, a: &mut dyn Assoc, p: &Payload, message_id: u16) 
             data: bytes,
         }],
     })
-    .map_err(|e| classify(dest, &e))?;
+    .map_err(|e| broken(classify(dest, &e)))?;
     a.send_data(pc_id, &p.data_set)
-        .map_err(|e| dest.err(Retry::Transient, format!("sending the data set: {e}")))?;
+        .map_err(|e| broken(dest.err(Retry::Transient, format!("sending the data set: {e}"))))?;
     let mut command = Vec::new();
     loop {
-        match a.receive().map_err(|e| classify(dest, &e))? {
+        match a.receive().map_err(|e| broken(classify(dest, &e)))? {
             Pdu::PData { data } => {
                 let mut last = false;
                 for pdv in data {
@@ -406,27 +416,28 @@ fn c_store(dest: &Destination, a: &mut dyn Assoc, p: &Payload, message_id: u16) 
                 }
             }
             Pdu::AbortRQ { source } => {
-                return Err(dest.err(
+                return Err(broken(dest.err(
                     Retry::Transient,
                     format!("the PACS aborted the association ({source:?})"),
-                ))
+                )))
             }
             _ => {
-                return Err(dest.err(
+                return Err(broken(dest.err(
                     Retry::Transient,
                     "unexpected PDU instead of C-STORE-RSP".into(),
-                ))
+                )))
             }
         }
     }
     let rsp = InMemDicomObject::read_dataset_with_ts(&command[..], &ts)
-        .map_err(|e| dest.err(Retry::Transient, format!("undecodable C-STORE-RSP: {e}")))?;
+        .map_err(|e| broken(dest.err(Retry::Transient, format!("undecodable C-STORE-RSP: {e}"))))?;
     let status = rsp
         .element(tags::STATUS)
         .ok()
         .and_then(|e| e.to_int::<u16>().ok())
-        .ok_or_else(|| dest.err(Retry::Transient, "C-STORE-RSP without status".into()))?;
-    store_status(dest, status)
+        .ok_or_else(|| broken(dest.err(Retry::Transient, "C-STORE-RSP without status".into())))?;
+    // A refusing status leaves the association usable for the next instance.
+    store_status(dest, status).map_err(|e| (e, true))
 }
 
 /// What one delivery round did.
@@ -504,11 +515,10 @@ pub fn deliver(
                     "delivered {} to {}", crate::spool::uid_hash(&e.sop_instance_uid), dest.pacs.name
                 );
             }
-            Err(err) => {
+            Err((err, usable)) => {
                 log::warn!(stage = "forward"; "{err}");
                 fail(store, e, &err, &mut stats)?;
-                // A refused status leaves the association usable; a transport error does not.
-                if !err.to_string().contains("refused the") {
+                if !usable {
                     broken = Some(err);
                 }
             }

@@ -135,8 +135,11 @@ fn str_of(o: &InMemDicomObject, tag: dicom_core::Tag) -> String {
         .unwrap_or_default()
 }
 
-/// Per measurement group: finding-site code and the numeric values by concept code.
-fn groups(sr: &InMemDicomObject) -> Vec<(String, BTreeMap<String, f64>, BTreeMap<String, String>)> {
+/// One measurement group read back: finding-site code, NUM values and CODE values by concept.
+type Group = (String, BTreeMap<String, f64>, BTreeMap<String, String>);
+
+/// The measurement groups of an SR, in order.
+fn groups(sr: &InMemDicomObject) -> Vec<Group> {
     let meas = items(sr)
         .into_iter()
         .find(|i| concept(i) == "126010")
@@ -442,8 +445,14 @@ fn real_ct_results_pass_dciodvfy() {
     assert_eq!(g.len(), 5);
     assert_eq!(g[0].0, "66794005");
     for (v, (_, nums, _)) in findings.vertebrae.iter().zip(&g) {
-        assert!((nums["VCFD0001"] - v.heights_mm.anterior).abs() < 1e-5, "{nums:?}");
-        assert!((nums["VCFD0003"] - v.heights_mm.posterior).abs() < 1e-5, "{nums:?}");
+        assert!(
+            (nums["VCFD0001"] - v.heights_mm.anterior).abs() < 1e-5,
+            "{nums:?}"
+        );
+        assert!(
+            (nums["VCFD0003"] - v.heights_mm.posterior).abs() < 1e-5,
+            "{nums:?}"
+        );
     }
     assert_eq!(
         str_of(&sr, tags::PATIENT_ID),

@@ -3,6 +3,7 @@
 //! This crate never touches the network or persistent state; the daemon feeds it volumes
 //! and stores what it returns. Each pipeline stage lives in a module named after it.
 
+pub mod dataset;
 pub mod error;
 pub mod findings;
 pub mod morphometry;

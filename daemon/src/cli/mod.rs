@@ -2,6 +2,7 @@
 
 mod analyze;
 mod check;
+mod dataset;
 mod demo;
 mod forward;
 mod phantom;
@@ -25,6 +26,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Run the main job on an embedded default: a phantom study analysed end to end.
     Demo(demo::Args),
+    /// Export CNN training samples (reformat images + keypoint targets) from phantoms.
+    Dataset(dataset::Args),
     /// Render a synthetic CT study with exactly known anatomy and pathology.
     Phantom(phantom::Args),
     /// Create this box's identity (serial, key, CSR) and its config for the site.
@@ -75,6 +78,7 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        Command::Dataset(a) => dataset::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Phantom(a) => phantom::run(a),
         Command::Realism(a) => realism::run(a),

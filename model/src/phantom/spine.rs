@@ -964,45 +964,83 @@ fn measure_angles(verts: &[Vertebra], frames: &[Frame]) -> [f64; 3] {
 /// Largest angle between the upper endplate of a vertebra and the lower endplate of one at or
 /// below it (Cobb's method), over the given indices, in degrees.
 pub(crate) fn cobb_of(indices: &[usize], tilt: impl Fn(usize, bool) -> f64) -> f64 {
+    let ups: Vec<f64> = indices.iter().map(|&i| tilt(i, true)).collect();
+    let lows: Vec<f64> = indices.iter().map(|&i| tilt(i, false)).collect();
     let mut best = 0.0f64;
-    for (k, &i) in indices.iter().enumerate() {
-        let up = tilt(i, true);
-        for &j in &indices[k..] {
-            best = best.max((up - tilt(j, false)).abs());
+    for (k, up) in ups.iter().enumerate() {
+        for low in &lows[k..] {
+            best = best.max((up - low).abs());
         }
     }
     best.to_degrees()
 }
 
-/// Newton iterations on the three amplitudes until the measured angles equal the targets.
+/// Finds the amplitudes whose measured (kyphosis, lordosis, Cobb) equal the targets: a damped
+/// 2x2 Newton solve for the two sagittal amplitudes nested in a bisection on the coronal
+/// amplitude (Cobb's max-over-pairs is continuous but not smooth, so Newton is unsafe there).
 fn solve_amplitudes(verts: &[Vertebra], discs: &[Disc], prof: &CurveProfile, targets: [f64; 3]) -> [f64; 3] {
     let deg = f64::to_radians;
-    // Starting guesses from the unit weight sums (rad of unit amplitude).
-    let mut amps = [deg(targets[0]) / 0.9, deg(targets[1]) / 1.0, deg(targets[2]) / 2.0];
+    let measure = |a: [f64; 3]| pose_chain(verts, discs, prof, a).1;
+    let sagittal = |cobb_amp: f64, start: [f64; 2]| -> [f64; 3] {
+        let mut a = [start[0], start[1], cobb_amp];
+        for _ in 0..20 {
+            let m = measure(a);
+            let e = [targets[0] - m[0], targets[1] - m[1]];
+            if e[0].abs() < 1e-9 && e[1].abs() < 1e-9 {
+                break;
+            }
+            let h = 1e-5;
+            let mk = measure([a[0] + h, a[1], a[2]]);
+            let ml = measure([a[0], a[1] + h, a[2]]);
+            let j = [[(mk[0] - m[0]) / h, (ml[0] - m[0]) / h], [(mk[1] - m[1]) / h, (ml[1] - m[1]) / h]];
+            let det = j[0][0] * j[1][1] - j[0][1] * j[1][0];
+            if det.abs() < 1e-9 {
+                break;
+            }
+            let d0 = (e[0] * j[1][1] - e[1] * j[0][1]) / det;
+            let d1 = (j[0][0] * e[1] - j[1][0] * e[0]) / det;
+            // Damp: never move more than ~15 degrees of amplitude per step.
+            let lim = 0.25;
+            a[0] += d0.clamp(-lim, lim);
+            a[1] += d1.clamp(-lim, lim);
+        }
+        a
+    };
+    let start = [deg(targets[0]) / 0.9, deg(targets[1]) / 1.0];
+    let cobb_of_amp = |c: f64| {
+        let a = sagittal(c, start);
+        (measure(a)[2], a)
+    };
+    let (c0, a0) = cobb_of_amp(0.0);
+    if targets[2] <= c0 {
+        return a0;
+    }
+    let mut lo = 0.0;
+    let mut hi = deg(targets[2]).max(0.02);
+    let mut best = a0;
     for _ in 0..12 {
-        let (_, m) = pose_chain(verts, discs, prof, amps);
-        let err: Vec<f64> = (0..3).map(|k| targets[k] - m[k]).collect();
-        if err.iter().all(|e| e.abs() < 1e-7) {
+        let (c, a) = cobb_of_amp(hi);
+        best = a;
+        if c >= targets[2] {
             break;
         }
-        for k in 0..3 {
-            if err[k].abs() < 1e-9 {
-                continue;
-            }
-            let h = 1e-4;
-            let mut a2 = amps;
-            a2[k] += h;
-            let (_, m2) = pose_chain(verts, discs, prof, a2);
-            let slope = (m2[k] - m[k]) / h;
-            if slope.abs() > 1e-6 {
-                amps[k] += err[k] / slope;
-            }
-            if k == 2 {
-                amps[k] = amps[k].max(0.0);
-            }
+        lo = hi;
+        hi *= 2.0;
+    }
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        let (c, a) = cobb_of_amp(mid);
+        best = a;
+        if (c - targets[2]).abs() < 1e-9 {
+            break;
+        }
+        if c < targets[2] {
+            lo = mid;
+        } else {
+            hi = mid;
         }
     }
-    amps
+    best
 }
 
 /// Mid-plane of the disc between two posed vertebrae: (point, unit normal pointing cranially).
@@ -1086,5 +1124,34 @@ mod tests {
         let l5 = sp.verts[Level::L5.index()].frame.origin;
         let len = t1[2] - l5[2];
         assert!((380.0..560.0).contains(&len), "T1-L5 length {len}");
+    }
+}
+#[cfg(test)]
+mod debug_spine {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn dbg_chain() {
+        let fr = vec![
+            FractureSpec { level: Level::T12, kind: FractureKind::Wedge, severity: 0.35 },
+            FractureSpec { level: Level::L1, kind: FractureKind::Biconcave, severity: 0.3 },
+            FractureSpec { level: Level::L2, kind: FractureKind::Crush, severity: 0.28 },
+        ];
+        {
+            let req = ShapeRequest::default();
+            let mut srng = Rng::stream(21, "curve", 0);
+            let prof = CurveProfile::draw(&mut srng, &req, &SpinePatient { size: 1.0, age: 0.5 });
+            eprintln!("drawn k {:.1} l {:.1} c {:.1} curves {:?}", prof.kyphosis_deg, prof.lordosis_deg, prof.cobb_deg, prof.curves);
+        }
+        for cobb in [None, Some(0.0), Some(12.0)] {
+            let req = ShapeRequest { cobb_deg: cobb, ..Default::default() };
+            let sp = build_spine(21, &SpinePatient { size: 1.0, age: 0.5 }, &fr, &[], &req).unwrap();
+            eprintln!("cobb req {:?}: k {:.2} l {:.2} c {:.2}", cobb, sp.kyphosis_deg, sp.lordosis_deg, sp.cobb_deg);
+            for v in sp.verts.iter().take(21) {
+                let z = v.frame.rot.col(2);
+                eprint!("{}:({:.2},{:.2},{:.2}) ", v.level, z[0], z[1], z[2]);
+            }
+            eprintln!();
+        }
     }
 }

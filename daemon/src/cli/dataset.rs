@@ -1,0 +1,88 @@
+//! `vcfd dataset`: exports CNN training samples rendered by the Rust preprocessing.
+//!
+//! Writes `OUT/images/SEED.f32` (little-endian f32, `height x width`, row-major) and one JSON
+//! line per sample in `OUT/labels.jsonl`. Training seeds must stay below
+//! [`vcfd_model::dataset::EVAL_SEED_MIN`] so evaluation never sees a training study.
+
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+use vcfd_model::dataset::{sample, EVAL_SEED_MIN};
+use vcfd_model::phantom::{generate, PhantomOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Output folder (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of studies.
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    /// First seed; studies use seeds SEED..SEED+COUNT.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Rows and columns of each rendered slice (smaller renders faster; the reformat is
+    /// resampled to 1 mm either way).
+    #[arg(long, default_value_t = 320)]
+    pub rows: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let last = args.seed.saturating_add(args.count);
+    if last > EVAL_SEED_MIN {
+        bail!("training seeds must stay below {EVAL_SEED_MIN} (evaluation uses the seeds above)");
+    }
+    let images = args.out.join("images");
+    std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))?;
+    let labels_path = args.out.join("labels.jsonl");
+    let mut labels = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&labels_path)
+            .with_context(|| format!("cannot open {}", labels_path.display()))?,
+    );
+    let t0 = Instant::now();
+    let (mut written, mut skipped) = (0u64, 0u64);
+    for seed in args.seed..last {
+        let opts = PhantomOptions {
+            rows: Some(args.rows),
+            // Half the studies carry rings or metal so the network learns to ignore them.
+            random_artifacts: seed % 2 == 0,
+            ..Default::default()
+        };
+        let ph = generate(seed, &opts).with_context(|| format!("phantom seed {seed}"))?;
+        let s = match sample(&ph) {
+            Ok(s) => s,
+            Err(e) => {
+                // A study whose spine cannot be found teaches nothing; count it, say so.
+                log::warn!("seed {seed}: skipped ({e})");
+                skipped += 1;
+                continue;
+            }
+        };
+        let file = format!("{seed:06}.f32");
+        let bytes: Vec<u8> = s.pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(images.join(&file), bytes).with_context(|| format!("writing {file}"))?;
+        let line = serde_json::json!({
+            "seed": seed,
+            "file": format!("images/{file}"),
+            "width": s.width,
+            "height": s.height,
+            "vertebrae": s.vertebrae,
+        });
+        writeln!(labels, "{line}")?;
+        written += 1;
+        if written % 10 == 0 {
+            println!("{written} samples, {:.1} s per study", t0.elapsed().as_secs_f64() / written as f64);
+        }
+    }
+    labels.flush()?;
+    println!(
+        "dataset: {written} samples ({skipped} skipped: spine not found) in {:.0} s -> {}",
+        t0.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
