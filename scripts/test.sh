@@ -41,6 +41,9 @@ step "cargo test --release"
 cargo test --release --workspace
 
 # --- everything that is not cargo ----------------------------------------------------------
+step "Python reader test of the SR (pydicom + highdicom)"
+bash scripts/python-tests.sh
+
 step "Yocto layer: oelint-adv and the locked crate list"
 bash scripts/oelint.sh
 

@@ -95,6 +95,10 @@ pub fn vcfd(args: &[&str]) -> Output {
 
 /// A small phantom study (40 slices of 128x128) in `dir`.
 pub fn phantom(dir: &Path, seed: u32) -> Vec<PathBuf> {
+    phantom_slices(dir, seed, 40)
+}
+
+pub fn phantom_slices(dir: &Path, seed: u32, slices: usize) -> Vec<PathBuf> {
     let out = vcfd(&[
         "phantom",
         "--out",
@@ -102,7 +106,7 @@ pub fn phantom(dir: &Path, seed: u32) -> Vec<PathBuf> {
         "--seed",
         &seed.to_string(),
         "--slices",
-        "40",
+        &slices.to_string(),
         "--rows",
         "128",
     ]);
@@ -113,7 +117,7 @@ pub fn phantom(dir: &Path, seed: u32) -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 40);
+    assert_eq!(files.len(), slices);
     files
 }
 

@@ -195,6 +195,7 @@ fn wrong_ca_is_refused_and_dead_lettered() {
     let cfg = config(dir.path(), port, &pki, "tls");
     let out = run_bounded(&mut forward(&cfg, "30", &files), Duration::from_secs(60));
     let t = text(&out);
+    eprintln!("{t}");
     assert!(!out.status.success(), "delivered to an untrusted PACS: {t}");
     assert!(t.contains("dead-lettered 2"), "{t}");
     assert!(t.contains("UnknownIssuer"), "{t}");
@@ -218,10 +219,15 @@ fn plain_tcp_against_a_tls_only_pacs_fails_and_says_why() {
     let out_dir = dir.path().join("received");
     let _pacs = storescp(&out_dir, port, &pki.server, &pki.ca.pem);
     let cfg = config(dir.path(), port, &pki, "plain");
-    let out = run_bounded(&mut forward(&cfg, "4", &files), Duration::from_secs(60));
+    let out = run_bounded(&mut forward(&cfg, "30", &files), Duration::from_secs(60));
     let t = text(&out);
+    eprintln!("{t}");
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("transport = \"tls\""), "no hint: {t}");
+    assert!(
+        t.contains("dead-lettered 1"),
+        "a configuration error was retried: {t}"
+    );
     assert_eq!(received(&out_dir), 0);
 }
 

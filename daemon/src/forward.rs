@@ -171,6 +171,12 @@ fn classify(dest: &Destination, e: &dicom_ul::association::Error) -> Error {
                 hint,
             )
         }
+        E::TlsNotSupported => (
+            Retry::Permanent,
+            "the PACS answered with TLS: it accepts TLS only; set transport = \"tls\" with ca, \
+             client_cert and client_key"
+                .into(),
+        ),
         E::NoAcceptedPresentationContexts { .. } => (
             Retry::Permanent,
             "the PACS accepts none of the SOP classes / transfer syntaxes offered".into(),

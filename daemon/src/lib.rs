@@ -17,6 +17,7 @@ pub mod preview;
 pub mod provision;
 pub mod report;
 pub mod results;
+pub mod retention;
 pub mod scp;
 pub mod service;
 pub mod spool;

@@ -9,9 +9,9 @@
 //! are not straightened, so a scoliotic spine leaves and re-enters them: that is shown as is.
 
 use crate::font;
-use crate::{Error, Result};
+use crate::Result;
 use std::path::Path;
-use vcfd_model::findings::{Findings, VertebraFinding};
+use vcfd_model::findings::{Findings, Severity, VertebraFinding};
 use vcfd_model::reformat::Reformat;
 use vcfd_model::Volume;
 
@@ -407,7 +407,8 @@ fn draw_marks(img: &mut RgbImage, lay: &Layout, marks: &[Mark]) {
         .filter_map(|(i, m)| m.anchor.map(|a| (i, a.1 - lh / 2.0)))
         .collect();
     placed.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let mut last = f64::MIN;
+    // Starting one line above the top keeps the first label inside the canvas.
+    let mut last = -(lh + 4.0) + 2.0;
     for p in &mut placed {
         p.1 = p.1.max(last + lh + 4.0);
         last = p.1;
@@ -456,9 +457,24 @@ fn footer_lines(
         lines.push((c, colour, 2));
     }
     if !findings.quality.reliable {
-        for c in wrap("UNRELIABLE - the SR gives the reason", cols(2)) {
-            lines.push((c, RED, 2));
+        lines.push(("RESULT UNRELIABLE".into(), RED, 2));
+        for f in findings
+            .quality
+            .flags
+            .iter()
+            .filter(|f| f.severity == Severity::Critical)
+        {
+            for c in wrap(&f.text, cols(1)) {
+                lines.push((c, RED, 1));
+            }
         }
+    }
+    if !findings.levels_anchored && !findings.vertebrae.is_empty() {
+        lines.push((
+            "Levels are relative: no rib-bearing anchor vertebra in view".into(),
+            YELLOW,
+            1,
+        ));
     }
     let mut info = header.to_vec();
     info.push(view.to_string());
@@ -543,22 +559,7 @@ fn wrap(text: &str, cols: usize) -> Vec<String> {
 
 /// Writes an RGB PNG (for docs and for eyeballing test output).
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    let err = |reason: String| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(
-        std::io::BufWriter::new(file),
-        img.width as u32,
-        img.height as u32,
-    );
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().map_err(|e| err(e.to_string()))?;
-    w.write_image_data(&img.data)
-        .map_err(|e| err(e.to_string()))?;
-    Ok(())
+    crate::preview::write_png_pixels(path, img.width, img.height, png::ColorType::Rgb, &img.data)
 }
 
 #[cfg(test)]

@@ -85,21 +85,33 @@ pub fn render(volume: &Volume, plane: Plane, window: Window, mm_per_px: f64) -> 
 
 /// Writes an 8-bit grey PNG.
 pub fn write_png(path: &Path, img: &Gray) -> Result<()> {
+    write_png_pixels(
+        path,
+        img.width,
+        img.height,
+        png::ColorType::Grayscale,
+        &img.pixels,
+    )
+}
+
+/// Writes 8-bit pixels (grey or RGB, row-major) as a PNG.
+pub fn write_png_pixels(
+    path: &Path,
+    width: usize,
+    height: usize,
+    color: png::ColorType,
+    pixels: &[u8],
+) -> Result<()> {
     let err = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,
     };
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(
-        std::io::BufWriter::new(file),
-        img.width as u32,
-        img.height as u32,
-    );
-    enc.set_color(png::ColorType::Grayscale);
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+    enc.set_color(color);
     enc.set_depth(png::BitDepth::Eight);
     let mut w = enc.write_header().map_err(|e| err(e.to_string()))?;
-    w.write_image_data(&img.pixels)
-        .map_err(|e| err(e.to_string()))?;
+    w.write_image_data(pixels).map_err(|e| err(e.to_string()))?;
     Ok(())
 }
 

@@ -209,6 +209,14 @@ async fn serve(config: Config, listeners: Listeners) -> Result<()> {
         store.clone(),
         stop_rx.clone(),
     ));
+    background.spawn(crate::retention::run(
+        store.clone(),
+        state.join("results"),
+        Duration::from_secs(config.retention.source_grace_hours.saturating_mul(3600)),
+        Duration::from_secs(config.retention.results_days.saturating_mul(86_400)),
+        Duration::from_secs(600),
+        stop_rx.clone(),
+    ));
     background.spawn(status_loop(store.clone(), stop_rx.clone()));
     let ctx = Arc::new(ScpContext {
         config: config.scp.clone(),

@@ -237,6 +237,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Forgets the instances of a series (retention); the series and job records stay for the
+    /// status API. Returns the spool files to delete, which the caller removes afterwards (a
+    /// crash in between leaves orphan files, never records without files).
+    pub fn forget_instances(&self, series_uid: &str) -> Result<Vec<PathBuf>> {
+        let mut prefix = series_uid.as_bytes().to_vec();
+        prefix.push(0);
+        let mut files = Vec::new();
+        for kv in self.instances.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            files.push(dec::<InstanceRec>(&v)?.path);
+            self.instances.remove(k)?;
+        }
+        self.flush()?;
+        Ok(files)
+    }
+
+    /// Whether any result of this study still waits in the outbox.
+    pub fn study_has_pending_deliveries(&self, study_uid: &str) -> Result<bool> {
+        Ok(self.outbox()?.iter().any(|e| e.study_uid == study_uid))
+    }
+
     pub fn instance_count(&self) -> usize {
         self.instances.len()
     }

@@ -366,6 +366,10 @@ fn normal_phantom_reports_target_pathology_not_found() {
     let (loaded, truth) = phantom_study(4102, vec![], 0.0, &tmp.path().join("ct"));
     let findings = findings_from_truth(&truth);
     assert!(findings.vertebrae.iter().all(|v| v.genant_grade < 2));
+    // Copied patient data that needs UTF-8, and a malformed date that must not be copied.
+    let mut loaded = loaded;
+    loaded.meta.patient.patient_name = "Müller^Jörg".into();
+    loaded.meta.patient.patient_birth_date = "1960-01-01".into();
     let files = write_results(&loaded, &findings, None, BOX, &tmp.path().join("out")).unwrap();
     assert_eq!(
         files.images.len(),
@@ -373,6 +377,12 @@ fn normal_phantom_reports_target_pathology_not_found() {
         "no reformat: only the sagittal slices"
     );
     assert_valid(&files);
+    let sr = open_file(&files.sr).unwrap();
+    assert_eq!(str_of(&sr, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+    assert_eq!(str_of(&sr, tags::PATIENT_NAME), "Müller^Jörg");
+    assert_eq!(str_of(&sr, tags::PATIENT_BIRTH_DATE), "");
+    let img = open_file(&files.images[0]).unwrap();
+    assert_eq!(str_of(&img, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
     if let Some(text) = dsrdump(&files.sr) {
         assert!(text.contains("Target pathology not found"), "{text}");
         assert!(!text.contains("Compression deformity"), "{text}");

@@ -7,16 +7,26 @@ fn write_png(path: &str, w: usize, h: usize, px: &[u8]) {
     let mut e = png::Encoder::new(std::io::BufWriter::new(f), w as u32, h as u32);
     e.set_color(png::ColorType::Grayscale);
     e.set_depth(png::BitDepth::Eight);
-    e.write_header().expect("header").write_image_data(px).expect("data");
+    e.write_header()
+        .expect("header")
+        .write_image_data(px)
+        .expect("data");
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let mut o = PhantomOptions::default();
-    o.cobb_deg = args.get(1).and_then(|s| s.parse().ok());
-    o.kyphosis_deg = args.get(2).and_then(|s| s.parse().ok());
-    if args.get(3).is_some() { o.rows = Some(256); o.pixel_spacing_mm = Some(1.4); o.slice_thickness_mm = Some(3.0); o.slice_spacing_mm = Some(3.0); }
+    let mut o = PhantomOptions {
+        cobb_deg: args.get(1).and_then(|s| s.parse().ok()),
+        kyphosis_deg: args.get(2).and_then(|s| s.parse().ok()),
+        ..Default::default()
+    };
+    if args.get(3).is_some() {
+        o.rows = Some(256);
+        o.pixel_spacing_mm = Some(1.4);
+        o.slice_thickness_mm = Some(3.0);
+        o.slice_spacing_mm = Some(3.0);
+    }
     let ph = generate(seed, &o).expect("phantom");
     let t = std::time::Instant::now();
     let c = vcfd_model::spine::locate(&ph.volume, &Default::default());
@@ -29,16 +39,37 @@ fn main() {
         }
     };
     let s = &ph.truth.study;
-    println!("support {:.2} cobb {:.1} kyph {:.1} levels {:?}", c.support(), s.cobb_angle_deg, s.kyphosis_deg, s.levels_in_view);
+    println!(
+        "support {:.2} cobb {:.1} kyph {:.1} levels {:?}",
+        c.support(),
+        s.cobb_angle_deg,
+        s.kyphosis_deg,
+        s.levels_in_view
+    );
     for v in ph.truth.vertebrae.iter().filter(|v| v.in_view) {
         let p = c
             .points_mm
             .iter()
-            .min_by(|a, b| (a[2] - v.center_mm[2]).abs().total_cmp(&(b[2] - v.center_mm[2]).abs()))
+            .min_by(|a, b| {
+                (a[2] - v.center_mm[2])
+                    .abs()
+                    .total_cmp(&(b[2] - v.center_mm[2]).abs())
+            })
             .expect("points");
-        println!("  {:4} dx {:+.1} dy {:+.1} (at dz {:+.1}) mm", v.level, p[0] - v.center_mm[0], p[1] - v.center_mm[1], p[2] - v.center_mm[2]);
+        println!(
+            "  {:4} dx {:+.1} dy {:+.1} (at dz {:+.1}) mm",
+            v.level,
+            p[0] - v.center_mm[0],
+            p[1] - v.center_mm[1],
+            p[2] - v.center_mm[2]
+        );
     }
-    let r = vcfd_model::reformat::curved_sagittal(&ph.volume, &c, &Default::default()).expect("reformat");
-    let px: Vec<u8> = r.pixels.iter().map(|&h| ((h + 500.0) / 1800.0 * 255.0).clamp(0.0, 255.0) as u8).collect();
+    let r = vcfd_model::reformat::curved_sagittal(&ph.volume, &c, &Default::default())
+        .expect("reformat");
+    let px: Vec<u8> = r
+        .pixels
+        .iter()
+        .map(|&h| ((h + 500.0) / 1800.0 * 255.0).clamp(0.0, 255.0) as u8)
+        .collect();
     write_png("/tmp/reformat_probe.png", r.width, r.height, &px);
 }

@@ -132,8 +132,18 @@ mod tests {
             assert!(v.keypoints[0][0] < v.keypoints[2][0], "{}", v.level);
             // The body centre lies on the reformat's centreline column.
             let mid = (s.width as f64 - 1.0) / 2.0;
-            assert!((v.center[0] - mid).abs() < 8.0, "{}: centre col {:.1}", v.level, v.center[0]);
-            assert!(v.max_lateral_mm < 10.0, "{}: slab {:.1} mm off", v.level, v.max_lateral_mm);
+            assert!(
+                (v.center[0] - mid).abs() < 8.0,
+                "{}: centre col {:.1}",
+                v.level,
+                v.center[0]
+            );
+            assert!(
+                v.max_lateral_mm < 10.0,
+                "{}: slab {:.1} mm off",
+                v.level,
+                v.max_lateral_mm
+            );
         }
     }
 }

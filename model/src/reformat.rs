@@ -233,7 +233,7 @@ pub fn curved_sagittal(
         })
         .collect();
     let width = (2.0 * opts.half_width_mm / opts.pixel_mm).round() as usize + 1;
-    let n_slab = ((opts.slab_mm / opts.slab_step_mm).round() as usize).max(0) + 1;
+    let n_slab = (opts.slab_mm / opts.slab_step_mm).round() as usize + 1;
     let slab0 = -opts.slab_step_mm * (n_slab - 1) as f64 / 2.0;
     let mut image = Reformat {
         width,

@@ -314,22 +314,7 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     for kz in 0..work.nz {
         let img = &work.data[kz * nx * ny..(kz + 1) * nx * ny];
         let (x, y) = (xs[kz] as isize, ys[kz] as isize);
-        let at = |u: isize| {
-            let (px, py) = (x + pdx * u, y + pdy * u);
-            let (mut acc, mut n) = (0f32, 0f32);
-            for l in -1..=1 {
-                let (qx, qy) = (px + ldx * l, py + ldy * l);
-                if qx >= 0 && qy >= 0 && (qx as usize) < nx && (qy as usize) < ny {
-                    acc += img[qy as usize * nx + qx as usize];
-                    n += 1.0;
-                }
-            }
-            if n > 0.0 {
-                acc / n
-            } else {
-                -1000.0
-            }
-        };
+        let at = |u: isize| band_mean(img, nx, ny, (x + pdx * u, y + pdy * u), (ldx, ldy));
         let inside = at(0);
         let threshold = 40.0 + 0.5 * (inside - 40.0);
         if inside < 80.0 {
@@ -345,21 +330,7 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
         }
         // Same across the body (left-right), where lung or psoas borders it.
         let (x, y) = (xs[kz].round() as isize, ys[kz].round() as isize);
-        let side = |l: isize| {
-            let (mut acc, mut n) = (0f32, 0f32);
-            for u in -1..=1 {
-                let (qx, qy) = (x + ldx * l + pdx * u, y + ldy * l + pdy * u);
-                if qx >= 0 && qy >= 0 && (qx as usize) < nx && (qy as usize) < ny {
-                    acc += img[qy as usize * nx + qx as usize];
-                    n += 1.0;
-                }
-            }
-            if n > 0.0 {
-                acc / n
-            } else {
-                -1000.0
-            }
-        };
+        let side = |l: isize| band_mean(img, nx, ny, (x + ldx * l, y + ldy * l), (pdx, pdy));
         let limit = cells(35.0, if ldx != 0 { 0 } else { 1 });
         let left = (1..=limit).find(|&l| side(-l) < threshold);
         let right = (1..=limit).find(|&l| side(l) < threshold);
@@ -406,7 +377,7 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
         .collect();
     let (mut best, mut cur) = ((0usize, 0usize), None::<usize>);
     for kz in 0..=work.nz {
-        let on = kz < work.nz && support[kz] >= MIN_SUPPORT;
+        let on = support.get(kz).is_some_and(|&v| v >= MIN_SUPPORT);
         match (on, cur) {
             (true, None) => cur = Some(kz),
             (false, Some(start)) => {
@@ -433,6 +404,24 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     Ok(Centreline { points_mm, score })
 }
 
+/// Mean of three cells centred at `p` along `across`: a profile sample that tolerates one
+/// noisy cell. Outside the image counts as air.
+fn band_mean(img: &[f32], nx: usize, ny: usize, p: (isize, isize), across: (isize, isize)) -> f32 {
+    let (mut acc, mut n) = (0f32, 0f32);
+    for l in -1..=1 {
+        let (qx, qy) = (p.0 + across.0 * l, p.1 + across.1 * l);
+        if qx >= 0 && qy >= 0 && (qx as usize) < nx && (qy as usize) < ny {
+            acc += img[qy as usize * nx + qx as usize];
+            n += 1.0;
+        }
+    }
+    if n > 0.0 {
+        acc / n
+    } else {
+        -1000.0
+    }
+}
+
 /// Smoothed per-slice evidence below which the track is not trusted (trimmed at the ends).
 const MIN_SUPPORT: f64 = 0.06;
 
@@ -452,7 +441,12 @@ mod tests {
             .map(|v| {
                 line.points_mm
                     .iter()
-                    .map(|p| (0..3).map(|a| (p[a] - v.center_mm[a]).powi(2)).sum::<f64>().sqrt())
+                    .map(|p| {
+                        (0..3)
+                            .map(|a| (p[a] - v.center_mm[a]).powi(2))
+                            .sum::<f64>()
+                            .sqrt()
+                    })
                     .fold(f64::INFINITY, f64::min)
             })
             .fold(0.0, f64::max)
@@ -478,7 +472,10 @@ mod tests {
                 ..small()
             };
             let miss = worst_miss(seed, opts);
-            assert!(miss < 12.0, "seed {seed} cobb {cobb} kyphosis {kyphosis}: {miss:.1} mm");
+            assert!(
+                miss < 12.0,
+                "seed {seed} cobb {cobb} kyphosis {kyphosis}: {miss:.1} mm"
+            );
         }
     }
 
@@ -486,6 +483,9 @@ mod tests {
     fn refuses_a_volume_without_a_spine() {
         let g = crate::Geometry::axial([100, 100, 20], [0.0; 3], [2.0, 2.0, 3.0]);
         let v = Volume::filled(g, 40).unwrap();
-        assert!(matches!(locate(&v, &SpineOptions::default()), Err(Error::Spine(_))));
+        assert!(matches!(
+            locate(&v, &SpineOptions::default()),
+            Err(Error::Spine(_))
+        ));
     }
 }

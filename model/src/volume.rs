@@ -35,7 +35,7 @@ impl Geometry {
 
     /// Checks what every consumer assumes: positive sizes and spacings, unit, independent axes.
     pub fn validate(&self) -> Result<()> {
-        if self.dims.iter().any(|&d| d == 0) {
+        if self.dims.contains(&0) {
             return Err(Error::Geometry(format!("empty grid {:?}", self.dims)));
         }
         if self.spacing.iter().any(|&s| !(s.is_finite() && s > 1e-6)) {

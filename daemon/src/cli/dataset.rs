@@ -34,7 +34,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("training seeds must stay below {EVAL_SEED_MIN} (evaluation uses the seeds above)");
     }
     let images = args.out.join("images");
-    std::fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))?;
+    std::fs::create_dir_all(&images)
+        .with_context(|| format!("cannot create {}", images.display()))?;
     let labels_path = args.out.join("labels.jsonl");
     let mut labels = std::io::BufWriter::new(
         std::fs::OpenOptions::new()
@@ -75,7 +76,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         writeln!(labels, "{line}")?;
         written += 1;
         if written % 10 == 0 {
-            println!("{written} samples, {:.1} s per study", t0.elapsed().as_secs_f64() / written as f64);
+            println!(
+                "{written} samples, {:.1} s per study",
+                t0.elapsed().as_secs_f64() / written as f64
+            );
         }
     }
     labels.flush()?;

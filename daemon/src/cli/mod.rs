@@ -29,7 +29,7 @@ enum Command {
     /// Export CNN training samples (reformat images + keypoint targets) from phantoms.
     Dataset(dataset::Args),
     /// Render a synthetic CT study with exactly known anatomy and pathology.
-    Phantom(phantom::Args),
+    Phantom(Box<phantom::Args>),
     /// Create this box's identity (serial, key, CSR) and its config for the site.
     Provision(Box<provision::Args>),
     /// Validate a config, its certificates and keys, and C-ECHO every PACS.
@@ -80,7 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(a) => analyze::run(a),
         Command::Dataset(a) => dataset::run(a),
         Command::Demo(a) => demo::run(a),
-        Command::Phantom(a) => phantom::run(a),
+        Command::Phantom(a) => phantom::run(*a),
         Command::Realism(a) => realism::run(a),
         Command::Provision(a) => provision::run(*a),
         Command::Check(a) => check::run(a),

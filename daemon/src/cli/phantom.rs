@@ -59,8 +59,10 @@ pub struct Args {
     /// Rows and columns of each slice.
     #[arg(long, value_name = "N")]
     pub rows: Option<usize>,
+    /// In-plane pixel size (default: the field of view fits the body, 0.6-1.0 mm).
     #[arg(long, value_name = "MM")]
     pub pixel_spacing: Option<f64>,
+    /// Reconstructed slice thickness (the slice profile is integrated over it).
     #[arg(long, value_name = "MM")]
     pub slice_thickness: Option<f64>,
     /// Distance between slices (less than the thickness: overlapping slices).
@@ -69,6 +71,7 @@ pub struct Args {
     /// Reconstruction kernel: soft, standard, bone, lung.
     #[arg(long)]
     pub kernel: Option<Kernel>,
+    /// Tube voltage written to DICOM.
     #[arg(long, value_name = "KV")]
     pub kvp: Option<f64>,
     /// Image noise, HU standard deviation at the body centre.
@@ -91,6 +94,7 @@ pub struct Args {
     /// Intravenous contrast (aorta ~300 HU).
     #[arg(long, conflicts_with = "no_contrast")]
     pub contrast: bool,
+    /// No intravenous contrast (blood ~40 HU).
     #[arg(long)]
     pub no_contrast: bool,
     /// Body habitus: thin, normal, obese.

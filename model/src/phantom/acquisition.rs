@@ -66,7 +66,9 @@ impl FromStr for Kernel {
             "standard" | "std" | "b40f" | "br40" => Ok(Kernel::Standard),
             "bone" | "sharp" | "b70f" | "br64" => Ok(Kernel::Bone),
             "lung" | "b60f" | "bl57" => Ok(Kernel::Lung),
-            other => Err(Error::PhantomOption(format!("unknown kernel {other:?} (soft, standard, bone, lung)"))),
+            other => Err(Error::PhantomOption(format!(
+                "unknown kernel {other:?} (soft, standard, bone, lung)"
+            ))),
         }
     }
 }
@@ -109,13 +111,19 @@ impl FromStr for MetalSpec {
     type Err = Error;
     /// `cement:L1`, `screws:L3`, `screws:L2-L4` or `cement:T12,L1`.
     fn from_str(s: &str) -> Result<MetalSpec> {
-        let (k, l) = s
-            .split_once(':')
-            .ok_or_else(|| Error::PhantomOption(format!("metal {s:?}: expected KIND:LEVELS, e.g. cement:L1 or screws:L2-L4")))?;
+        let (k, l) = s.split_once(':').ok_or_else(|| {
+            Error::PhantomOption(format!(
+                "metal {s:?}: expected KIND:LEVELS, e.g. cement:L1 or screws:L2-L4"
+            ))
+        })?;
         let kind = match k.trim().to_ascii_lowercase().as_str() {
             "cement" | "vertebroplasty" | "kyphoplasty" => MetalKind::Cement,
             "screws" | "screw" | "pedicle-screws" => MetalKind::Screws,
-            other => return Err(Error::PhantomOption(format!("unknown metal {other:?} (cement, screws)"))),
+            other => {
+                return Err(Error::PhantomOption(format!(
+                    "unknown metal {other:?} (cement, screws)"
+                )))
+            }
         };
         let mut levels = Vec::new();
         for part in l.split(',') {
@@ -130,7 +138,9 @@ impl FromStr for MetalSpec {
         levels.sort();
         levels.dedup();
         if levels.iter().any(|l| !l.is_graded()) {
-            return Err(Error::PhantomOption(format!("metal {s:?}: levels must be within T1..L5")));
+            return Err(Error::PhantomOption(format!(
+                "metal {s:?}: levels must be within T1..L5"
+            )));
         }
         Ok(MetalSpec { kind, levels })
     }
@@ -178,6 +188,8 @@ impl PostProcess {
     /// Kernel blur, metal streaks, rings and noise for output slice `k`, in place.
     pub(crate) fn apply(&self, k: usize, img: &mut [f32], tmp: &mut Vec<f32>) {
         if !self.ideal {
+            // Find metal before the kernel's overshoot can lift bone edges to metal values.
+            let blobs = self.metal_blobs(img);
             let (sigma, unsharp) = self.kernel.psf();
             if unsharp > 0.0 {
                 // Edge enhancement of sharp kernels: overshoot at bone and air edges.
@@ -189,7 +201,7 @@ impl PostProcess {
                 }
             }
             gaussian(img, self.nx, self.ny, sigma / self.ps);
-            self.metal_streaks(k, img);
+            self.metal_streaks(k, img, &blobs);
         }
         self.add_rings(img);
         if !self.ideal && self.noise_hu > 0.0 {
@@ -204,7 +216,7 @@ impl PostProcess {
         if self.rings.is_empty() {
             return;
         }
-        let sigma = 0.45f64.max(0.4 * self.ps);
+        let sigma = 0.5f64.max(0.6 * self.ps);
         let reach = 4.0 * sigma;
         let rmax = self.rings.iter().map(|r| r.0).fold(0.0, f64::max) + reach;
         for j in 0..self.ny {
@@ -221,23 +233,24 @@ impl PostProcess {
                         // A failing channel: constant radius, intensity varying slowly around.
                         let ang = y.atan2(x);
                         let m = 1.0 + 0.15 * (ang + phase).cos();
-                        img[j * self.nx + i] += (amp * m * (-0.5 * (d / sigma).powi(2)).exp()) as f32;
+                        img[j * self.nx + i] +=
+                            (amp * m * (-0.5 * (d / sigma).powi(2)).exp()) as f32;
                     }
                 }
             }
         }
     }
 
-    /// Streaks radiating from metal and a dark band between metal objects (beam hardening and
-    /// photon starvation), found from the metal pixels of this slice.
-    fn metal_streaks(&self, k: usize, img: &mut [f32]) {
+    /// Metal cross-sections in a slice (centroid in pixels, pixel count), from cells of a
+    /// coarse grid holding voxels above 1900 HU (cement and titanium; never bone).
+    fn metal_blobs(&self, img: &[f32]) -> Vec<(f64, f64, f64)> {
         let cell = 24usize;
         let (gx, gy) = (self.nx.div_ceil(cell), self.ny.div_ceil(cell));
         let mut acc = vec![(0.0f64, 0.0f64, 0usize); gx * gy];
         let mut any = false;
         for j in 0..self.ny {
             for i in 0..self.nx {
-                if img[j * self.nx + i] > 1800.0 {
+                if img[j * self.nx + i] > 1900.0 {
                     let c = &mut acc[(j / cell) * gx + i / cell];
                     c.0 += i as f64;
                     c.1 += j as f64;
@@ -247,24 +260,36 @@ impl PostProcess {
             }
         }
         if !any {
-            return;
+            return Vec::new();
         }
-        let blobs: Vec<(f64, f64, f64)> = acc
-            .iter()
+        acc.iter()
             .filter(|c| c.2 >= 3)
             .map(|c| (c.0 / c.2 as f64, c.1 / c.2 as f64, c.2 as f64))
-            .collect();
+            .collect()
+    }
+
+    /// Streaks radiating from metal and a dark band between metal objects (beam hardening and
+    /// photon starvation).
+    fn metal_streaks(&self, k: usize, img: &mut [f32], blobs: &[(f64, f64, f64)]) {
         if blobs.is_empty() {
             return;
         }
         let mut r = Rng::stream(self.seed, "metal-streaks", k as u64);
         let mut lines = Vec::new();
-        for &(bx, by, n) in &blobs {
+        for &(bx, by, n) in blobs {
             let amp = 18.0 * n.sqrt();
             for _ in 0..8 {
                 let th = r.range(0.0, std::f64::consts::PI);
                 let a = amp * r.range(0.4, 1.0) * r.sign();
-                lines.push((bx, by, th.cos(), th.sin(), a, r.range(0.8, 1.6), 60.0 / self.ps));
+                lines.push((
+                    bx,
+                    by,
+                    th.cos(),
+                    th.sin(),
+                    a,
+                    r.range(0.8, 1.6),
+                    60.0 / self.ps,
+                ));
             }
         }
         // Dark bands between pairs of metal objects.
@@ -274,7 +299,15 @@ impl PostProcess {
                 let d = ((bx - ax).powi(2) + (by - ay).powi(2)).sqrt();
                 if d > 4.0 && d * self.ps < 120.0 {
                     let depth = 12.0 * an.min(bn).sqrt();
-                    bands.push((ax, ay, (bx - ax) / d, (by - ay) / d, d, depth, (an.min(bn) / std::f64::consts::PI).sqrt().max(2.0)));
+                    bands.push((
+                        ax,
+                        ay,
+                        (bx - ax) / d,
+                        (by - ay) / d,
+                        d,
+                        depth,
+                        (an.min(bn) / std::f64::consts::PI).sqrt().max(2.0),
+                    ));
                 }
             }
         }
@@ -413,7 +446,10 @@ fn box3(img: &mut [f32], nx: usize, ny: usize, h: usize) {
             for (o, a) in out.iter_mut().zip(&acc) {
                 *o = a * inv;
             }
-            let (add, sub) = (row(j as isize + h as isize + 1), row(j as isize - h as isize));
+            let (add, sub) = (
+                row(j as isize + h as isize + 1),
+                row(j as isize - h as isize),
+            );
             for ((a, p), m) in acc.iter_mut().zip(add).zip(sub) {
                 *a += p - m;
             }
@@ -452,7 +488,9 @@ fn kernel1d(sigma: f64) -> Vec<f64> {
         return vec![1.0];
     }
     let r = (3.0 * sigma).ceil() as i64;
-    let mut k: Vec<f64> = (-r..=r).map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp()).collect();
+    let mut k: Vec<f64> = (-r..=r)
+        .map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp())
+        .collect();
     let s: f64 = k.iter().sum();
     for v in k.iter_mut() {
         *v /= s;
@@ -525,10 +563,18 @@ mod tests {
             pp.add_noise(0, &mut img, &mut tmp);
             let n = img.len() as f64;
             let mean = img.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let sd = (img.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let sd = (img
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n)
+                .sqrt();
             // Far from the centre the central boost is gone: sd = 20 * 0.85 / 1.15.
             let expect = 20.0 * 0.85 / 1.15;
-            assert!((sd - expect).abs() / expect < 0.06, "{kernel:?}: sd {sd} vs {expect}");
+            assert!(
+                (sd - expect).abs() / expect < 0.06,
+                "{kernel:?}: sd {sd} vs {expect}"
+            );
         }
     }
 

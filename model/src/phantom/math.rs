@@ -179,12 +179,12 @@ pub(crate) struct Frame {
 
 impl Frame {
     #[inline]
-    pub(crate) fn to_local(&self, p: V3) -> V3 {
+    pub(crate) fn to_local(self, p: V3) -> V3 {
         self.rot.apply_t(sub(p, self.origin))
     }
 
     #[inline]
-    pub(crate) fn to_global(&self, l: V3) -> V3 {
+    pub(crate) fn to_global(self, l: V3) -> V3 {
         add(self.origin, self.rot.apply(l))
     }
 }

