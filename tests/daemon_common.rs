@@ -72,6 +72,11 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    wait_bounded(child, timeout, &format!("{cmd:?}"))
+}
+
+/// Waits for an already started child with a time limit; kills it and panics on overrun.
+pub fn wait_bounded(child: std::process::Child, timeout: Duration, what: &str) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -81,7 +86,7 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
         Ok(out) => out.unwrap(),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("{cmd:?} did not finish within {timeout:?}");
+            panic!("{what} did not finish within {timeout:?}");
         }
     }
 }

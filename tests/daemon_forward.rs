@@ -12,65 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct Ca {
-    pem: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn validity(params: &mut rcgen::CertificateParams) {
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(30);
-}
-
-fn make_ca(dir: &Path, name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    validity(&mut params);
-    let cert = params.self_signed(&key).unwrap();
-    let pem = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem, cert.pem()).unwrap();
-    Ca {
-        pem,
-        issuer: rcgen::Issuer::new(params, key),
-    }
-}
-
-/// Key and certificate signed by `ca`; `server` picks the names and extended key usage.
-fn make_cert(dir: &Path, ca: &Ca, name: &str, server: bool) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let names = if server {
-        vec!["localhost".to_string(), "127.0.0.1".to_string()]
-    } else {
-        vec![]
-    };
-    let mut params = rcgen::CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.extended_key_usages = vec![if server {
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth
-    } else {
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth
-    }];
-    validity(&mut params);
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (k, c) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.crt")),
-    );
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    std::fs::write(&c, cert.pem()).unwrap();
-    (k, c)
-}
+#[path = "test_pki.rs"]
+mod test_pki;
+use test_pki::{make_ca, make_cert, Ca};
 
 /// Everything one test needs: a CA for the PACS and the box, their certificates, a second
 /// (wrong) CA with its own server certificate.
@@ -163,7 +107,7 @@ fn pacs_down_then_up_gets_everything_exactly_once() {
     std::thread::sleep(Duration::from_secs(3));
     let out_dir = dir.path().join("received");
     let _pacs = storescp(&out_dir, port, &pki.server, &pki.ca.pem);
-    let out = run_bounded_child(child, Duration::from_secs(90));
+    let out = common::wait_bounded(child, Duration::from_secs(90), "vcfd forward");
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("nothing listens there"), "no retry seen: {t}");
@@ -229,20 +173,4 @@ fn plain_tcp_against_a_tls_only_pacs_fails_and_says_why() {
         "a configuration error was retried: {t}"
     );
     assert_eq!(received(&out_dir), 0);
-}
-
-/// Waits (bounded) for an already started child.
-fn run_bounded_child(child: std::process::Child, timeout: Duration) -> std::process::Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("vcfd forward did not finish within {timeout:?}");
-        }
-    }
 }

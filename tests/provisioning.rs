@@ -27,54 +27,9 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A test CA: its PEM file and the issuer that signs server certificates.
-struct Ca {
-    pem: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn make_ca(dir: &Path, name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(30);
-    let cert = params.self_signed(&key).unwrap();
-    let pem = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem, cert.pem()).unwrap();
-    Ca {
-        pem,
-        issuer: rcgen::Issuer::new(params, key),
-    }
-}
-
-/// Server key and certificate for 127.0.0.1/localhost, signed by `ca`.
-fn make_server_cert(dir: &Path, ca: &Ca) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "test PACS");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(30);
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (k, c) = (dir.join("server.key"), dir.join("server.crt"));
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    std::fs::write(&c, cert.pem()).unwrap();
-    (k, c)
-}
+#[path = "test_pki.rs"]
+mod test_pki;
+use test_pki::{make_ca, make_cert};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -297,7 +252,7 @@ fn start_storescp(dir: &Path, port: u16, key: &Path, cert: &Path, client: &Path)
 fn echo_over_mutual_tls_and_wrong_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let pacs_ca = make_ca(tmp.path(), "pacs-ca");
-    let (key, cert) = make_server_cert(tmp.path(), &pacs_ca);
+    let (key, cert) = make_cert(tmp.path(), &pacs_ca, "server", true);
     let port = free_port();
     let config = provision_for_echo(&tmp.path().join("root"), &pacs_ca.pem, port);
     let client = tmp.path().join("root/etc/vcfd/identity/client.crt");

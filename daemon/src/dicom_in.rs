@@ -12,6 +12,7 @@
 //! [`SeriesMeta::uids_synthesised`].
 
 use crate::dicom_out::uid_from_key;
+use crate::error::error_chain;
 use crate::{Error, Result};
 use dicom_dictionary_std::{tags, uids};
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
@@ -791,13 +792,13 @@ fn choice_text(chosen: usize, ranked: &[usize], summaries: &[SeriesSummary]) -> 
 
 /// Reads, decodes and stacks one series.
 fn load_group(g: &Group) -> Result<(Volume, SeriesLayout, SeriesMeta, Vec<String>)> {
-    let decoded: Vec<Result<(SliceInput, Option<String>)>> =
+    let decoded: Vec<Result<(SliceInput, Vec<String>)>> =
         g.headers.par_iter().map(decode_slice).collect();
     let mut slices = Vec::with_capacity(decoded.len());
     let mut pixel_notes: BTreeMap<String, usize> = BTreeMap::new();
     for d in decoded {
-        let (s, note) = d?;
-        if let Some(n) = note {
+        let (s, slice_notes) = d?;
+        for n in slice_notes {
             *pixel_notes.entry(n).or_default() += 1;
         }
         slices.push(s);
@@ -906,23 +907,8 @@ fn load_group(g: &Group) -> Result<(Volume, SeriesLayout, SeriesMeta, Vec<String
     Ok((volume, layout, meta, notes))
 }
 
-/// The error and its causes in one line: codec errors hide the useful part in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
-}
-
 /// Reads one file fully and converts its stored values to HU; the note flags pixel quirks.
-fn decode_slice(h: &Header) -> Result<(SliceInput, Option<String>)> {
+fn decode_slice(h: &Header) -> Result<(SliceInput, Vec<String>)> {
     let err = |reason: String| Error::Dicom {
         path: h.path.clone(),
         reason,
@@ -961,8 +947,14 @@ fn decode_slice(h: &Header) -> Result<(SliceInput, Option<String>)> {
         px.pixel_representation(),
         dicom_pixeldata::PixelRepresentation::Signed
     );
-    let slope = float(&obj, tags::RESCALE_SLOPE).unwrap_or(1.0);
-    let intercept = float(&obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+    let mut notes = Vec::new();
+    let slope = float(&obj, tags::RESCALE_SLOPE);
+    let intercept = float(&obj, tags::RESCALE_INTERCEPT);
+    if slope.is_none() || intercept.is_none() {
+        // Required in CT; without them the stored values are taken as HU, and the report says so.
+        notes.push("RescaleSlope/RescaleIntercept missing: stored values taken as HU".to_string());
+    }
+    let (slope, intercept) = (slope.unwrap_or(1.0), intercept.unwrap_or(0.0));
     if slope == 0.0 {
         return Err(err("RescaleSlope is 0".into()));
     }
@@ -1020,7 +1012,9 @@ fn decode_slice(h: &Header) -> Result<(SliceInput, Option<String>)> {
             hu.clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16
         })
         .collect();
-    let note = (clipped > 0).then(|| "some HU outside -32768..32767 were clipped".to_string());
+    if clipped > 0 {
+        notes.push("some HU outside -32768..32767 were clipped".to_string());
+    }
     let (Some(position), Some(orientation), Some(pixel_spacing)) =
         (h.position, h.orientation, h.pixel_spacing)
     else {
@@ -1040,7 +1034,7 @@ fn decode_slice(h: &Header) -> Result<(SliceInput, Option<String>)> {
             slice_thickness: h.slice_thickness,
             source: h.path.display().to_string(),
         },
-        note,
+        notes,
     ))
 }
 

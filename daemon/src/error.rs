@@ -75,5 +75,21 @@ impl From<sled::Error> for Error {
     }
 }
 
+/// An error and its causes in one line. dicom-rs and rustls errors print only their top level
+/// ("could not connect to server"); the admin needs the cause ("Connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Result alias for the vcfd library.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -142,7 +142,7 @@ fn read_payload(entry: &OutboxRec) -> Result<Payload> {
 /// How a failed association or exchange should be handled, with a message in admin terms.
 fn classify(dest: &Destination, e: &dicom_ul::association::Error) -> Error {
     use dicom_ul::association::Error as E;
-    let detail = crate::scp::chain(e);
+    let detail = crate::error::error_chain(e);
     let plain = dest.pacs.transport == Transport::Plain;
     let (retry, hint): (Retry, String) = match e {
         E::Rejected { association_rj, .. } => {

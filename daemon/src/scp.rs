@@ -9,6 +9,7 @@
 //! sled (flushed): a Success the modality saw is never lost, whatever happens next.
 
 use crate::config::ScpConfig;
+use crate::error::error_chain;
 use crate::spool::{uid_hash, Spool};
 use crate::store::{now_ms, InstanceRec, Store};
 use dicom_core::{dicom_value, DataElement, PrimitiveValue, VR};
@@ -228,7 +229,10 @@ async fn handle(
     let mut assoc = match opts.establish_async(sock).await {
         Ok(a) => a,
         Err(e) => {
-            log::warn!("association attempt from {peer} failed: {}", chain(&e));
+            log::warn!(
+                "association attempt from {peer} failed: {}",
+                error_chain(&e)
+            );
             return;
         }
     };
@@ -266,7 +270,7 @@ async fn handle(
             Err(e) => {
                 log::warn!(
                     peer_ae = calling.as_str(), stage = "association";
-                    "association from {calling:?} at {peer} ended: {}", chain(&e)
+                    "association from {calling:?} at {peer} ended: {}", error_chain(&e)
                 );
                 return;
             }
@@ -319,7 +323,7 @@ async fn handle(
                 if let Err(e) = assoc.send(&reply.0).await {
                     log::warn!(
                         "association from {calling:?}: sending response: {}",
-                        chain(&e)
+                        error_chain(&e)
                     );
                     return;
                 }
@@ -645,19 +649,4 @@ async fn store(
             }
         }
     }
-}
-
-/// dicom-ul errors print only their top level; the cause is what the admin needs.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -394,18 +394,7 @@ fn hint(msg: &str) -> &'static str {
     }
 }
 
-/// dicom-ul errors print only their top level ("could not connect to server"); admins need
-/// the cause too ("Connection refused", "invalid peer certificate: UnknownIssuer").
+/// dicom-ul errors print only their top level; [`vcfd::error::error_chain`] keeps the cause.
 fn ul_error(e: dicom_ul::association::Error) -> anyhow::Error {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    anyhow!(text)
+    anyhow!(vcfd::error::error_chain(&e))
 }

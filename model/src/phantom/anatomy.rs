@@ -2247,7 +2247,7 @@ fn organs(
     // Arms (down: beside the body; up: only the upper arm near the top of the field).
     arms(items, torso, r, p, noise);
     // Ribs, costal cartilages, sternum, clavicles, scapulae, pelvis.
-    bones(items, torso, r, seed, p, noise);
+    bones(items, torso, r, p, noise);
 }
 
 fn arms(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, p: &AnatomyParams, noise: &Noise3) {
@@ -2387,21 +2387,13 @@ fn arms(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, p: &AnatomyParams, no
     }
 }
 
-fn bones(
-    items: &mut Vec<Item>,
-    torso: &Torso,
-    r: &mut Rng,
-    seed: u64,
-    p: &AnatomyParams,
-    noise: &Noise3,
-) {
+fn bones(items: &mut Vec<Item>, torso: &Torso, r: &mut Rng, p: &AnatomyParams, noise: &Noise3) {
     let sr = &torso.spine;
     let t = &torso.tissues;
     let s = p.size;
     let z = |l: Level| sr.z(l);
     let cortex = Fill::solid(t.cortex * 0.85);
     let marrow = Fill::tex(t.marrow, 35.0, 2.0);
-    let _ = seed;
     // Ribs: head at the body, tubercle at the transverse process, shaft following the inner
     // chest wall and sloping down, costal cartilage to the sternum.
     let sternum_z = |k: usize| lerp(z(Level::T2) + 5.0, z(Level::T9), (k as f64 / 7.0).min(1.0));

@@ -705,7 +705,7 @@ impl StepF64 for std::ops::RangeInclusive<f64> {
 
 fn render(seed: u64, scene: &Scene, plan: &Plan, ideal: bool) -> Result<Volume> {
     let g = &plan.geometry;
-    let (nx, ny, nz) = (g.dims[0], g.dims[1], g.dims[2]);
+    let (nx, ny) = (g.dims[0], g.dims[1]);
     let ps = g.spacing[0];
     let thick = plan.acq.slice_thickness_mm;
     // Surfaces get exact partial volume within each sub-slice from their signed distance, so
@@ -779,7 +779,6 @@ fn render(seed: u64, scene: &Scene, plan: &Plan, ideal: bool) -> Result<Volume> 
             }
         },
     );
-    let _ = nz;
     Volume::new(g.clone(), hu)
 }
 

@@ -491,7 +491,7 @@ impl VertebraPainter<'_> {
                             let v = if d.fused {
                                 self.cancellous(l, zu, zl)
                             } else {
-                                self.disc_hu(d, rho / r_disc, g, z, zu, zl, l, plane)
+                                self.disc_hu(d, rho / r_disc, g, z, l, plane)
                             };
                             blend(px, v, a);
                         }
@@ -585,22 +585,11 @@ impl VertebraPainter<'_> {
 
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn disc_hu(
-        &self,
-        d: &Disc,
-        rn: f64,
-        g: f64,
-        z: f64,
-        zu: f64,
-        zl: f64,
-        l: V3,
-        plane: &Plane,
-    ) -> f64 {
+    fn disc_hu(&self, d: &Disc, rn: f64, g: f64, z: f64, l: V3, plane: &Plane) -> f64 {
         let mut v = lerp(d.hu_nucleus, d.hu_annulus, smoothstep(0.45, 0.8, rn));
         if plane.textured {
             v += 6.0 * f64::from(self.noise.mm([l[0] + 300.0, l[1], z], 2.0));
         }
-        let _ = (zu, zl);
         // Central part of the disc: calcification or a vacuum cleft near the mid-plane.
         if rn < 0.6 && g > 0.35 {
             let core = 1.0 - smoothstep(0.35, 0.6, rn);
