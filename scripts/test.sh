@@ -10,13 +10,20 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- system packages ---------------------------------------------------------------------
 # dcmtk: storescu/storescp and the transfer-syntax converters the loader tests use;
 # dicom3tools: dciodvfy, the DICOM validator; cmake + g++: CharLS (JPEG-LS) builds from source.
+# The daemon's e2e tests skip a missing peer (Orthanc) only outside CI: CI=true fails instead.
 missing=()
 command -v dcmconv >/dev/null 2>&1 || missing+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+# orthanc: the TLS PACS of the daemon's end-to-end test (started by the test, not as a service).
+command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# chromium + chromium-driver: the status page's end-to-end test drives headless Chromium over
+# WebDriver (tests/status_page.rs).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     step "installing Debian packages: ${missing[*]}"
     SUDO=""

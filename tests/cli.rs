@@ -145,3 +145,112 @@ fn bad_input_fails_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.to_lowercase().contains("dicom"), "{err}");
 }
+
+fn dciodvfy_errors(dciodvfy: &Path, f: &Path) -> Vec<String> {
+    let out = Command::new(dciodvfy).arg(f).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(String::from)
+        .collect()
+}
+
+/// `vcfd analyze --out` writes what goes to PACS; every object must pass dciodvfy and the SR
+/// must render in dsrdump. Returns the report.
+fn analyze_out_is_valid(study: &Path, out: &Path) -> serde_json::Value {
+    run(vcfd().arg("analyze").arg(study).arg("--out").arg(out));
+    let rep = json(&out.join("report.json"));
+    let mut objects = vec![out.join("sr.dcm")];
+    let mut images: Vec<PathBuf> = std::fs::read_dir(out.join("series"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    images.sort();
+    assert_eq!(images.len(), 4, "curved reformat + three sagittal slices");
+    objects.extend(images);
+    if let Some(dciodvfy) = tool("dciodvfy") {
+        for f in &objects {
+            let errors = dciodvfy_errors(&dciodvfy, f);
+            assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
+        }
+    }
+    if let Some(dsrdump) = tool("dsrdump") {
+        let o = Command::new(dsrdump).arg(&objects[0]).output().unwrap();
+        assert!(o.status.success());
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Imaging Measurement Report"));
+    }
+    rep
+}
+
+#[test]
+fn analyze_finds_the_l1_wedge_and_writes_valid_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("ph");
+    run(vcfd()
+        .args([
+            "phantom",
+            "--seed",
+            "7",
+            "--rows",
+            "320",
+            "--from-level",
+            "T10",
+        ])
+        .args([
+            "--to-level",
+            "L3",
+            "--fracture",
+            "L1:wedge:0.45",
+            "--no-mimics",
+        ])
+        .arg("--out")
+        .arg(&study));
+    let rep = analyze_out_is_valid(&study, &dir.path().join("out"));
+    let truth = json(&study.join("truth.json"));
+    let vertebrae = rep["vertebrae"].as_array().unwrap();
+    assert!(vertebrae.len() >= 5, "{} bodies", vertebrae.len());
+    // The worst body is the fractured one: at the L1 truth centre, Genant >= 2.
+    let l1 = truth["vertebrae"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["level"] == "L1")
+        .unwrap();
+    let worst = vertebrae
+        .iter()
+        .max_by(|a, b| {
+            a["deformity"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["deformity"].as_f64().unwrap())
+        })
+        .unwrap();
+    let d: f64 = (0..3)
+        .map(|i| {
+            (worst["center_mm"][i].as_f64().unwrap() - l1["center_mm"][i].as_f64().unwrap()).powi(2)
+        })
+        .sum::<f64>()
+        .sqrt();
+    assert!(d < 10.0, "worst body {d:.1} mm from L1");
+    assert!(worst["genant_grade"].as_u64().unwrap() >= 2, "{worst}");
+    assert!(rep["max_genant_grade"].as_u64().unwrap() >= 2);
+    assert!(rep["timing_ms"]["keypoints"].as_f64().is_some());
+}
+
+#[test]
+fn analyze_real_ct_finds_a_normal_lumbar_spine() {
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/totalseg-abdomen-3mm");
+    let dir = tempfile::tempdir().unwrap();
+    let rep = analyze_out_is_valid(&real, &dir.path().join("out"));
+    let vertebrae = rep["vertebrae"].as_array().unwrap();
+    // T12-S1 in view: at least the five lumbar bodies, 20-35 mm tall, none graded >= 2.
+    assert!(vertebrae.len() >= 5, "{rep}");
+    for v in vertebrae {
+        for h in ["anterior", "middle", "posterior"] {
+            let x = v["heights_mm"][h].as_f64().unwrap();
+            assert!((15.0..=40.0).contains(&x), "{h} {x:.1} mm: {v}");
+        }
+    }
+    assert!(rep["max_genant_grade"].as_u64().unwrap() < 2, "{rep}");
+}

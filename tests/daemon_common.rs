@@ -147,6 +147,20 @@ pub struct Daemon {
 impl Daemon {
     /// `extra_scp` is added to the [scp] section (e.g. allowed AE titles).
     pub fn start(dir: &Path, extra_scp: &str) -> Daemon {
+        Daemon::start_with(dir, extra_scp, "")
+    }
+
+    /// As [`Daemon::start`], with `extra` TOML appended (e.g. `[forward]` and `[[pacs]]`).
+    pub fn start_with(dir: &Path, extra_scp: &str, extra: &str) -> Daemon {
+        let mut d = Daemon::configure(dir, extra_scp, extra);
+        d.restart();
+        d
+    }
+
+    /// Writes the config without starting the daemon (e.g. to run `vcfd forward` on its
+    /// state first); [`Daemon::restart`] starts it.
+    pub fn configure(dir: &Path, extra_scp: &str, extra: &str) -> Daemon {
+        std::fs::create_dir_all(dir).unwrap();
         let (dicom, http) = (free_port(), free_port());
         let config = dir.join("vcfd.toml");
         std::fs::write(
@@ -154,19 +168,17 @@ impl Daemon {
             format!(
                 "[scp]\nlisten = \"127.0.0.1:{dicom}\"\nidle_timeout_s = 3\n{extra_scp}\n\
                  [storage]\nstate_dir = \"state\"\nseries_quiet_period_s = 1\n\
-                 [http]\nlisten = \"127.0.0.1:{http}\"\n"
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n{extra}"
             ),
         )
         .unwrap();
-        let mut d = Daemon {
+        Daemon {
             proc: None,
             dir: dir.to_path_buf(),
             config,
             dicom,
             http,
-        };
-        d.restart();
-        d
+        }
     }
 
     pub fn restart(&mut self) {
@@ -267,7 +279,11 @@ impl Daemon {
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
@@ -287,4 +303,160 @@ pub fn uids(file: &Path) -> (String, String) {
             .to_string()
     };
     (t(tags::SERIES_INSTANCE_UID), t(tags::SOP_INSTANCE_UID))
+}
+
+/// SOP Class and SOP Instance UIDs from a file's meta header (any SOP class: CT, SR, images).
+pub fn meta_uids(file: &Path) -> (String, String) {
+    let o = dicom_object::OpenFileOptions::new()
+        .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+        .open_file(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let m = o.meta();
+    let t = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+    (
+        t(m.media_storage_sop_class_uid()),
+        t(m.media_storage_sop_instance_uid()),
+    )
+}
+
+/// The DICOM files the daemon wrote for forwarding (`results/<study>/sr.dcm`, `series/*.dcm`).
+pub fn result_dicom_files(state: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(studies) = std::fs::read_dir(state.join("results")) else {
+        return out;
+    };
+    for study in studies.flatten().map(|e| e.path()) {
+        let sr = study.join("sr.dcm");
+        if sr.is_file() {
+            out.push(sr);
+        }
+        if let Ok(series) = std::fs::read_dir(study.join("series")) {
+            out.extend(
+                series
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "dcm")),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Finds `tool` on PATH or in the sbin folders (Debian installs Orthanc as /usr/sbin/Orthanc,
+/// which is not on a normal user's PATH). When it is missing the test is skipped with a
+/// message on a developer machine, and fails in CI (CI set and not "false"), where
+/// scripts/test.sh installs it.
+pub fn tool_or_skip(tool: &str, test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file());
+    if found.is_some() {
+        return found;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "{test}: `{tool}` is not installed and CI is set: scripts/test.sh must install it"
+    );
+    eprintln!("SKIPPED {test}: `{tool}` is not installed (apt-get install orthanc); CI fails here");
+    None
+}
+
+/// Orthanc as a PACS with DICOM TLS only and client certificates required, run as a plain
+/// process with its own config: no plugins, loopback HTTP, storage in `dir`.
+pub struct Orthanc {
+    _proc: Proc,
+    pub dicom: u16,
+    pub http: u16,
+    pub dir: PathBuf,
+}
+
+impl Orthanc {
+    pub const AET: &'static str = "ORTHANC";
+
+    /// `cert`/`key`: its server certificate; `trusted`: the CA its DICOM clients must chain to.
+    pub fn start(bin: &Path, dir: &Path, cert: &Path, key: &Path, trusted: &Path) -> Orthanc {
+        std::fs::create_dir_all(dir.join("db")).unwrap();
+        let (dicom, http) = (free_port(), free_port());
+        let config = serde_json::json!({
+            "Name": "vcfd-test-pacs",
+            "StorageDirectory": dir.join("db"),
+            "IndexDirectory": dir.join("db"),
+            // The Debian package loads plugins only from this list (its service points it at
+            // /usr/share/orthanc/plugins); none here.
+            "Plugins": [],
+            "DicomAet": Orthanc::AET,
+            "DicomPort": dicom,
+            "DicomCheckCalledAet": true,
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": cert,
+            "DicomTlsPrivateKey": key,
+            "DicomTlsTrustedCertificates": trusted,
+            "DicomTlsRemoteCertificateRequired": true,
+            "HttpPort": http,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "ConcurrentJobs": 1,
+            "HttpThreadsCount": 4,
+            "SaveJobs": false,
+        });
+        let cfg = dir.join("orthanc.json");
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.join("orthanc.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(&cfg)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let o = Orthanc {
+            _proc: Proc(child),
+            dicom,
+            http,
+            dir: dir.to_path_buf(),
+        };
+        wait_for("Orthanc REST API", Duration::from_secs(60), || {
+            http_get(http, "/system")
+        });
+        // "explorer.js" is Orthanc's own entry in that list, not a plugin.
+        let plugins = o.get("/plugins");
+        assert!(
+            plugins
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p == "explorer.js"),
+            "plugins loaded: {plugins}"
+        );
+        o
+    }
+
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let body = http_get(self.http, path).unwrap_or_else(|| {
+            panic!(
+                "Orthanc GET {path} failed; its log:\n{}",
+                std::fs::read_to_string(self.dir.join("orthanc.log")).unwrap_or_default()
+            )
+        });
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Simplified tags of every stored instance, keyed by SOP Instance UID.
+    pub fn instances(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let ids = self.get("/instances");
+        ids.as_array()
+            .unwrap()
+            .iter()
+            .map(|id| {
+                let tags = self.get(&format!(
+                    "/instances/{}/tags?simplify",
+                    id.as_str().unwrap()
+                ));
+                (tags["SOPInstanceUID"].as_str().unwrap().to_string(), tags)
+            })
+            .collect()
+    }
 }

@@ -127,6 +127,32 @@ fn access_control_garbage_and_non_ct() {
     cut.write_all(&[0x01, 0, 0, 0, 0, 200, 0, 1, 0, 0, b'V', b'C'])
         .unwrap();
     drop(cut);
+    // An unreadable first PDU is answered with A-ABORT (type 7) and the connection closed; a
+    // truncated one left hanging is closed without a word when scp.idle_timeout_s (3 s) passes.
+    for (what, sock) in [("garbage", &mut g), ("huge length", &mut huge)] {
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        std::io::Read::read_to_end(sock, &mut answer).unwrap();
+        assert_eq!(
+            answer.first(),
+            Some(&0x07),
+            "{what}: no A-ABORT: {answer:02x?}"
+        );
+    }
+    let mut hang = TcpStream::connect(("127.0.0.1", d.dicom)).unwrap();
+    hang.write_all(&[0x01, 0, 0, 0, 0, 200, 0, 1]).unwrap();
+    hang.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut hang, &mut answer).unwrap();
+    assert!(answer.is_empty(), "{answer:02x?}");
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(9)).contains(&t.elapsed()),
+        "idle connection closed after {:?}",
+        t.elapsed()
+    );
     let out = d.echo("CT1", "VCFD");
     assert!(
         out.status.success(),

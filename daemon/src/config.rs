@@ -28,6 +28,7 @@ pub struct Config {
     pub forward: ForwardConfig,
     pub retention: RetentionConfig,
     pub http: HttpConfig,
+    pub alerts: AlertsConfig,
     pub service: ServiceConfig,
     /// PACS destinations; results go to every one of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -114,6 +115,23 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token required to acknowledge alerts; empty disables acknowledging over HTTP.
     pub ack_token: String,
+}
+
+/// Scan-quality alerts for the technician (daemon/src/alerts.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Ring artifacts on this many studies in a row from one scanner escalate to one
+    /// "detector fault suspected: call service" alert.
+    pub ring_escalation_studies: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            ring_escalation_studies: crate::alerts::DEFAULT_RING_ESCALATION_STUDIES,
+        }
+    }
 }
 
 /// How the daemon runs as a system service.
@@ -439,6 +457,13 @@ impl Config {
             bad(
                 "http.ack_token",
                 format!("shorter than {MIN_TOKEN_LEN} characters; use a random token (or \"\" to disable)"),
+            );
+        }
+
+        if self.alerts.ring_escalation_studies == 0 {
+            bad(
+                "alerts.ring_escalation_studies",
+                "0 would escalate before any study; use at least 1 (default 3)".into(),
             );
         }
 

@@ -3,6 +3,7 @@
 //! This crate owns everything that touches files, the network and persistent state:
 //! reading and writing DICOM, and (in later stages) the SCP, the job store and forwarding.
 
+pub mod alerts;
 pub mod completion;
 pub mod config;
 pub mod dicom_in;
@@ -22,6 +23,7 @@ pub mod scp;
 pub mod service;
 pub mod spool;
 pub mod sr;
+pub mod status_page;
 pub mod store;
 /// Test support: findings from phantom truth (never on the product path).
 pub mod truth_findings;

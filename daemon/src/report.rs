@@ -3,6 +3,7 @@
 
 use crate::dicom_in::{LoadedSeries, SeriesSummary};
 use serde::{Deserialize, Serialize};
+use vcfd_model::findings::Findings;
 
 /// Everything `vcfd analyze` found, in one serialisable document.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -18,6 +19,10 @@ pub struct Report {
     pub other_series: Vec<SeriesSummary>,
     /// Wall time to read, decode and stack the series, seconds.
     pub load_seconds: f64,
+    /// The analysis (vertebrae, grades, density, quality, timings), flattened so its fields
+    /// sit at the top level of report.json; absent when only the loader ran.
+    #[serde(flatten, skip_serializing_if = "Option::is_none", default)]
+    pub findings: Option<Findings>,
 }
 
 /// The analysed series: grid geometry (as in `vcfd_model::Geometry`) and acquisition facts.
@@ -95,6 +100,13 @@ impl Report {
             },
             other_series: s.other_series.clone(),
             load_seconds,
+            findings: None,
         }
+    }
+
+    /// The report with the analysis' findings attached.
+    pub fn with_findings(mut self, f: Findings) -> Self {
+        self.findings = Some(f);
+        self
     }
 }

@@ -21,9 +21,10 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::association::Association;
 use dicom_ul::pdu::{
-    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJServiceUserReason, AssociationRJSource, PDataValue, PDataValueType,
-    PresentationContextNegotiated, PresentationContextResultReason, UserIdentity,
+    AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, PDataValue, PDataValueType, PresentationContextNegotiated,
+    PresentationContextResultReason, UserIdentity,
 };
 use dicom_ul::{Pdu, ServerAssociationOptions};
 use std::net::SocketAddr;
@@ -226,6 +227,16 @@ async fn handle(
     for ts in TRANSFER_SYNTAXES {
         opts = opts.with_transfer_syntax(*ts);
     }
+    // A second handle on the socket, so that a peer whose first PDU cannot be read still gets
+    // an A-ABORT (PS3.8 9.3.7, AA-1): dicom-ul answers unknown PDU types itself but drops the
+    // connection silently on an unreadable one (garbage, a length over the PDU limit).
+    let (sock, spare) = match split_for_abort(sock) {
+        Ok(pair) => pair,
+        Err(e) => {
+            log::warn!("connection from {peer}: {e}");
+            return;
+        }
+    };
     let mut assoc = match opts.establish_async(sock).await {
         Ok(a) => a,
         Err(e) => {
@@ -233,9 +244,13 @@ async fn handle(
                 "association attempt from {peer} failed: {}",
                 error_chain(&e)
             );
+            if let Some(reason) = abort_reason(&e) {
+                abort_unreadable(spare, reason).await;
+            }
             return;
         }
     };
+    drop(spare);
     let calling = assoc.peer_ae_title().trim().to_string();
     let contexts: Vec<PresentationContextNegotiated> = assoc.presentation_contexts().to_vec();
     let accepted = contexts
@@ -351,6 +366,56 @@ async fn handle(
                 return;
             }
         }
+    }
+}
+
+/// The stream for dicom-ul and a duplicate of it for [`abort_unreadable`].
+fn split_for_abort(sock: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let std_sock = sock.into_std()?;
+    let spare = std_sock.try_clone()?;
+    Ok((TcpStream::from_std(std_sock)?, spare))
+}
+
+/// Whether a failed association request deserves an A-ABORT, and with which reason. A peer
+/// that went silent (ARTIM expiry, AA-2) or left only gets the connection closed.
+fn abort_reason(e: &dicom_ul::association::Error) -> Option<AbortRQServiceProviderReason> {
+    use dicom_ul::association::Error as E;
+    use dicom_ul::pdu::ReadError as R;
+    match e {
+        E::ReceivePdu { source, .. } => match source {
+            R::PduTooLarge { .. } => Some(AbortRQServiceProviderReason::InvalidPduParameter),
+            R::ReadPdu { .. } | R::NoPduAvailable { .. } => None,
+            _ => Some(AbortRQServiceProviderReason::UnrecognizedPdu),
+        },
+        _ => None,
+    }
+}
+
+/// Sends A-ABORT (service provider, `reason`) on the spare handle and closes the connection.
+async fn abort_unreadable(spare: std::net::TcpStream, reason: AbortRQServiceProviderReason) {
+    let mut out = Vec::new();
+    let pdu = Pdu::AbortRQ {
+        source: AbortRQSource::ServiceProvider(reason),
+    };
+    if dicom_ul::write_pdu(&mut out, &pdu).is_err() {
+        return;
+    }
+    if let Ok(mut s) = TcpStream::from_std(spare) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.write_all(&out)).await;
+        let _ = s.shutdown().await;
+        // Closing with unread input would send RST, which can destroy the A-ABORT before the
+        // peer reads it: drain (bounded) until the peer closes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut buf = [0u8; 4096];
+            let mut total = 0usize;
+            while let Ok(n) = s.read(&mut buf).await {
+                total += n;
+                if n == 0 || total > 1 << 20 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 

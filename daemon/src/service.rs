@@ -188,6 +188,12 @@ async fn serve(config: Config, listeners: Listeners) -> Result<()> {
             max_attempts: config.analysis.max_attempts,
             workers: config.analysis.workers,
             retry_delay: Duration::from_secs(5),
+            box_serial: if config.appliance.serial.is_empty() {
+                "unprovisioned".into()
+            } else {
+                config.appliance.serial.clone()
+            },
+            ring_escalation_studies: config.alerts.ring_escalation_studies,
         },
         jobs_ready.clone(),
         stop_rx.clone(),
@@ -206,7 +212,15 @@ async fn serve(config: Config, listeners: Listeners) -> Result<()> {
     }
     background.spawn(crate::http::serve(
         http_listener,
-        store.clone(),
+        Arc::new(crate::http::HttpContext {
+            store: store.clone(),
+            ack_token: config.http.ack_token.clone(),
+            state_dir: state.clone(),
+            model_version: vcfd_model::analysis::model_version(
+                vcfd_model::keypoints::DEFAULT_PRECISION,
+            ),
+            disk_watermark_percent: config.storage.disk_watermark_percent,
+        }),
         stop_rx.clone(),
     ));
     background.spawn(crate::retention::run(

@@ -9,6 +9,8 @@
 //! - `deliveries`: `<destination>\0<SOP instance UID>` -> [`DeliveryRec`]
 //! - `dead_letters`: same key as the outbox, entries that failed permanently
 //! - `alerts`:     big-endian id -> [`AlertRec`]
+//! - `alert_keys`: `flag\0<study hash>\0<kind>` -> big-endian alert id (deduplication)
+//! - `scanners`:   `<StationName>\0<DeviceSerialNumber>` -> [`ScannerRun`]
 //!
 //! Every state change that spans trees is one sled transaction, and callers flush before they
 //! acknowledge anything to a peer, so a crash leaves either the old or the new state.
@@ -111,16 +113,80 @@ pub struct DeadLetterRec {
     pub dead_ms: u64,
 }
 
+/// One alert for the admin or the technician. Fields after `acknowledged` were added with the
+/// scan-quality alerts; `serde(default)` keeps records written by earlier versions readable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRec {
     pub id: u64,
     pub ms: u64,
-    /// `quarantine`, `dead_letter`, ...
+    /// `quarantine`, `dead_letter`, a quality flag kind (`ring_artifact`, ...), or
+    /// `detector_fault` (the escalation of ring artifacts on one scanner).
     pub kind: String,
-    /// A hash or destination name; never a patient identifier.
+    /// A hash, destination or scanner name; never a patient identifier.
     pub subject: String,
     pub message: String,
     pub acknowledged: bool,
+    /// `info`, `warning`, `critical` (quality flags) or `error` (appliance problems).
+    #[serde(default)]
+    pub severity: String,
+    /// The scanner that made the study, for alerts about a scan.
+    #[serde(default)]
+    pub scanner: Option<crate::alerts::ScannerId>,
+    /// Hash of the StudyInstanceUID ([`crate::spool::uid_hash`]), never the UID itself.
+    #[serde(default)]
+    pub study_hash: Option<String>,
+    /// Study date and time as the scanner recorded them, to find the study at the console.
+    #[serde(default)]
+    pub study_time: Option<String>,
+    /// Measured values behind a quality flag (e.g. ring radii), for the page and the API.
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub acknowledged_ms: Option<u64>,
+}
+
+impl AlertRec {
+    /// A new, unacknowledged alert; `id` and `ms` are set when it is stored.
+    pub fn new(kind: &str, severity: &str, subject: &str, message: &str) -> Self {
+        AlertRec {
+            id: 0,
+            ms: 0,
+            kind: kind.into(),
+            subject: subject.into(),
+            message: message.into(),
+            acknowledged: false,
+            severity: severity.into(),
+            scanner: None,
+            study_hash: None,
+            study_time: None,
+            values: Default::default(),
+            acknowledged_ms: None,
+        }
+    }
+}
+
+/// Per-scanner state of the ring-artifact escalation (tree `scanners`, key
+/// [`crate::alerts::ScannerId::key`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannerRun {
+    pub scanner: crate::alerts::ScannerId,
+    /// Studies in a row with ring artifacts, counted since the last clean study or the last
+    /// acknowledged escalation.
+    pub ring_run: u32,
+    /// The last study seen, so that several series of one study count once.
+    pub last_study_hash: String,
+    pub last_study_ring: bool,
+    /// The open `detector_fault` alert of this scanner, if any.
+    pub open_escalation: Option<u64>,
+    pub updated_ms: u64,
+}
+
+/// What [`Store::ack_alert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    Acknowledged(AlertRec),
+    AlreadyAcknowledged(AlertRec),
+    NotFound,
 }
 
 /// Handle to the state database; cheap to clone (sled trees are reference-counted).
@@ -134,6 +200,9 @@ pub struct Store {
     deliveries: sled::Tree,
     dead: sled::Tree,
     alerts: sled::Tree,
+    /// `flag\0<study hash>\0<kind>` -> alert id: a study re-sent or re-run raises no duplicates.
+    alert_keys: sled::Tree,
+    scanners: sled::Tree,
 }
 
 fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -180,6 +249,8 @@ impl Store {
             deliveries: t("deliveries")?,
             dead: t("dead_letters")?,
             alerts: t("alerts")?,
+            alert_keys: t("alert_keys")?,
+            scanners: t("scanners")?,
             db,
         })
     }
@@ -451,23 +522,140 @@ impl Store {
         )
     }
 
+    /// Stores an appliance alert (quarantine, dead letter) and logs it at error level.
     pub fn raise_alert(&self, kind: &str, subject: &str, message: &str) -> Result<()> {
-        let id = self.db.generate_id()?;
-        let rec = AlertRec {
-            id,
-            ms: now_ms(),
-            kind: kind.into(),
-            subject: subject.into(),
-            message: message.into(),
-            acknowledged: false,
-        };
-        self.alerts.insert(id.to_be_bytes(), enc(&rec)?)?;
+        self.put_alert(AlertRec::new(kind, "error", subject, message))?;
         log::error!(target: "vcfd::alert", "ALERT {kind} {subject}: {message}");
-        self.flush()
+        Ok(())
     }
 
+    /// Stores `rec` under a fresh id (and the current time unless set); returns it as stored.
+    pub fn put_alert(&self, mut rec: AlertRec) -> Result<AlertRec> {
+        rec.id = self.db.generate_id()?;
+        if rec.ms == 0 {
+            rec.ms = now_ms();
+        }
+        self.alerts.insert(rec.id.to_be_bytes(), enc(&rec)?)?;
+        self.flush()?;
+        Ok(rec)
+    }
+
+    /// Stores the alert of one quality flag of one study unless that study already has an
+    /// alert of this kind (a re-sent study or a re-run job). Returns the new alert, or None.
+    pub fn put_flag_alert(&self, mut rec: AlertRec) -> Result<Option<AlertRec>> {
+        let study = rec.study_hash.clone().unwrap_or_default();
+        let key = key2(&format!("flag\0{study}"), &rec.kind);
+        rec.id = self.db.generate_id()?;
+        if rec.ms == 0 {
+            rec.ms = now_ms();
+        }
+        let value = enc(&rec)?;
+        let id = rec.id.to_be_bytes();
+        let added = (&self.alerts, &self.alert_keys)
+            .transaction(|(alerts, keys)| {
+                if keys.get(&key)?.is_some() {
+                    return Ok(false);
+                }
+                keys.insert(key.as_slice(), &id[..])?;
+                alerts.insert(&id[..], value.as_slice())?;
+                Ok(true)
+            })
+            .map_err(tx_err)?;
+        self.flush()?;
+        Ok(added.then_some(rec))
+    }
+
+    /// Applies `step` to the ring-run state of the scanner under `key` (default state when
+    /// new). When `step` returns an alert, it is stored and becomes the scanner's open
+    /// escalation, in the same transaction. Returns the new state and the stored alert.
+    pub fn update_scanner(
+        &self,
+        key: &str,
+        step: impl Fn(ScannerRun) -> (ScannerRun, Option<AlertRec>),
+    ) -> Result<(ScannerRun, Option<AlertRec>)> {
+        let id = self.db.generate_id()?;
+        let now = now_ms();
+        let res = (&self.scanners, &self.alerts)
+            .transaction(|(scanners, alerts)| {
+                let cur = match scanners.get(key.as_bytes())? {
+                    Some(b) => dec::<ScannerRun>(&b).map_err(abort)?,
+                    None => ScannerRun::default(),
+                };
+                let (mut next, alert) = step(cur);
+                next.updated_ms = now;
+                let alert = match alert {
+                    Some(mut a) => {
+                        a.id = id;
+                        a.ms = now;
+                        alerts.insert(&id.to_be_bytes(), enc(&a).map_err(abort)?)?;
+                        next.open_escalation = Some(id);
+                        Some(a)
+                    }
+                    None => None,
+                };
+                scanners.insert(key.as_bytes(), enc(&next).map_err(abort)?)?;
+                Ok((next, alert))
+            })
+            .map_err(tx_err)?;
+        self.flush()?;
+        Ok(res)
+    }
+
+    /// Ring-run state of every scanner seen.
+    pub fn scanners(&self) -> Result<Vec<ScannerRun>> {
+        self.scanners.iter().map(|kv| dec(&kv?.1)).collect()
+    }
+
+    pub fn alert(&self, id: u64) -> Result<Option<AlertRec>> {
+        self.alerts
+            .get(id.to_be_bytes())?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    /// Marks an alert acknowledged. Acknowledging a scanner's open escalation also closes it
+    /// and restarts that scanner's ring count, so it escalates again only after another run.
+    pub fn ack_alert(&self, id: u64) -> Result<AckOutcome> {
+        let now = now_ms();
+        let out = (&self.alerts, &self.scanners)
+            .transaction(|(alerts, scanners)| {
+                let Some(b) = alerts.get(id.to_be_bytes())? else {
+                    return Ok(AckOutcome::NotFound);
+                };
+                let mut rec: AlertRec = dec(&b).map_err(abort)?;
+                if rec.acknowledged {
+                    return Ok(AckOutcome::AlreadyAcknowledged(rec));
+                }
+                rec.acknowledged = true;
+                rec.acknowledged_ms = Some(now);
+                alerts.insert(&id.to_be_bytes(), enc(&rec).map_err(abort)?)?;
+                if let Some(sc) = &rec.scanner {
+                    let key = sc.key();
+                    if let Some(b) = scanners.get(key.as_bytes())? {
+                        let mut run: ScannerRun = dec(&b).map_err(abort)?;
+                        if run.open_escalation == Some(id) {
+                            run.open_escalation = None;
+                            run.ring_run = 0;
+                            run.updated_ms = now;
+                            scanners.insert(key.as_bytes(), enc(&run).map_err(abort)?)?;
+                        }
+                    }
+                }
+                Ok(AckOutcome::Acknowledged(rec))
+            })
+            .map_err(tx_err)?;
+        self.flush()?;
+        Ok(out)
+    }
+
+    /// All alerts, oldest first.
     pub fn alerts(&self) -> Result<Vec<AlertRec>> {
         self.alerts.iter().map(|kv| dec(&kv?.1)).collect()
+    }
+
+    /// Size of the database on disk, bytes (for the status page).
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
     }
 }
 

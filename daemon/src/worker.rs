@@ -28,6 +28,10 @@ pub struct WorkerConfig {
     pub workers: u32,
     /// Delay before retrying a failed job, multiplied by the attempt count.
     pub retry_delay: Duration,
+    /// This box's serial, for the SR's device observer ("unprovisioned" before provisioning).
+    pub box_serial: String,
+    /// `alerts.ring_escalation_studies`: ring studies in a row that escalate (see `alerts`).
+    pub ring_escalation_studies: u32,
 }
 
 /// A UID as a folder name: UIDs are digits and dots, anything else is replaced so a hostile
@@ -67,7 +71,7 @@ pub fn run_job(store: &Store, cfg: &WorkerConfig, mut job: JobRec) -> Result<Job
     let outcome = (|| {
         let files = store.series_files(&job.series_uid)?;
         let out_dir = cfg.results_dir.join(safe_dir_name(&job.study_uid));
-        let outcome = pipeline::process_series(&files, &out_dir)?;
+        let outcome = pipeline::process_series(&files, &out_dir, &cfg.box_serial)?;
         for file in &outcome.forward {
             enqueue_file(store, &cfg.destinations, file)?;
         }
@@ -80,6 +84,19 @@ pub fn run_job(store: &Store, cfg: &WorkerConfig, mut job: JobRec) -> Result<Job
                 study = study.as_str(), series = series.as_str(), stage = "analysis";
                 "series {series} done: {} ({} result file(s) queued)", o.verdict, o.forward.len()
             );
+            // Before the job is marked done, so whoever sees "done" also sees its alerts. A
+            // failure here must not fail an analysis that succeeded: it is logged instead.
+            if let Err(e) = store.series_files(&job.series_uid).and_then(|files| {
+                crate::alerts::record_series(
+                    store,
+                    &files,
+                    &o.report,
+                    &job.study_uid,
+                    cfg.ring_escalation_studies,
+                )
+            }) {
+                log::error!(study = study.as_str(); "recording the quality alerts of study {study}: {e}");
+            }
             job.state = JobState::Done;
             job.last_error = None;
             job.out_dir = Some(out_dir);
@@ -251,6 +268,8 @@ mod tests {
             results_dir: dir.path().join("results"),
             destinations: vec![],
             max_attempts: 2,
+            box_serial: "test-box".into(),
+            ring_escalation_studies: 3,
             workers: 1,
             retry_delay: Duration::ZERO,
         };

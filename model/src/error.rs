@@ -24,6 +24,9 @@ pub enum Error {
     /// No spine could be found where one must be (e.g. a scan that does not contain one).
     #[error("spine not found: {0}")]
     Spine(String),
+    /// The keypoint network could not be loaded or run.
+    #[error("keypoint model: {0}")]
+    Model(String),
     /// A phantom option outside the range the generator can render truthfully.
     #[error("invalid phantom option: {0}")]
     PhantomOption(String),

@@ -38,6 +38,9 @@ def load_samples(dirs):
     for d in dirs:
         with open(os.path.join(d, "labels.jsonl")) as f:
             for line in f:
+                if not line.endswith("\n"):
+                    # A dataset still being written: its last line may be cut short.
+                    continue
                 rec = json.loads(line)
                 img = np.fromfile(os.path.join(d, rec["file"]), dtype="<f4")
                 img = img.reshape(rec["height"], rec["width"])[:, :WIDTH]
@@ -110,15 +113,43 @@ def make_targets(verts, top, h, w):
 
 
 def augment(img, rng):
-    """Domain randomisation: window/contrast, noise, blur, intensity offset."""
+    """Domain randomisation: window/contrast, noise, blur (isotropic, or along the spine only
+    as thick slices do), intensity offset."""
     img = img.copy()
     img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.1, 0.1)
-    if rng.random() < 0.5:
-        k = rng.choice([3, 5])
+    r = rng.random()
+    if r < 0.35:
+        k = int(rng.choice([3, 5]))
         t = torch.from_numpy(img)[None, None]
         img = F.avg_pool2d(F.pad(t, (k // 2,) * 4, mode="replicate"), k, stride=1)[0, 0].numpy()
+    elif r < 0.55:
+        k = int(rng.choice([3, 5]))
+        t = torch.from_numpy(img)[None, None]
+        img = F.avg_pool2d(
+            F.pad(t, (0, 0, k // 2, k // 2), mode="replicate"), (k, 1), stride=1
+        )[0, 0].numpy()
     img = img + rng.normal(0, rng.uniform(0.0, 0.08), img.shape).astype(np.float32)
     return img
+
+
+def shift_columns(img, verts, dx):
+    """Moves the image sideways by dx pixels (edge-padded): a centreline a few mm off."""
+    if dx == 0:
+        return img, verts
+    out = np.empty_like(img)
+    if dx > 0:
+        out[:, dx:] = img[:, :-dx]
+        out[:, :dx] = img[:, :1]
+    else:
+        out[:, :dx] = img[:, -dx:]
+        out[:, dx:] = img[:, -1:]
+    moved = []
+    for v in verts:
+        v = dict(v)
+        v["center"] = [v["center"][0] + dx, v["center"][1]]
+        v["keypoints"] = [[k[0] + dx, k[1]] for k in v["keypoints"]]
+        moved.append(v)
+    return out, moved
 
 
 def batches(samples, batch, rng):
@@ -137,6 +168,7 @@ def batches(samples, batch, rng):
                 crop = np.full((CROP_H, WIDTH), -1.5, np.float32)
                 crop[:h] = img
             crop = augment(crop, np.random.default_rng(rng.randint(0, 2**31)))
+            crop, verts = shift_columns(crop, verts, rng.randint(-6, 6))
             heat, reg, mask, ign = make_targets(verts, top, CROP_H, WIDTH)
             xs.append(crop[None])
             hs.append(heat[None])
@@ -202,9 +234,32 @@ def quantize(f32_path, int8_path, samples):
         Reader(),
         quant_format=QuantFormat.QOperator,
         per_channel=False,
+        # tract has no QLinearConcat / QLinearResize: only the convolutions (where the time
+        # goes) are quantised; concatenation and upsampling stay float between them.
+        op_types_to_quantize=["Conv"],
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
     )
+
+
+REF_H = 128
+
+
+def write_reference(out_dir, samples):
+    """Stores a real reformat crop and onnxruntime's raw outputs for both shipped models, so
+    the Rust tests can check that tract computes the same maps (and the same keypoints)."""
+    import onnxruntime as ort
+
+    img = next(s[0] for s in samples if s[0].shape[0] >= REF_H)[:REF_H, :WIDTH]
+    x = np.ascontiguousarray(img[None, None], dtype=np.float32)
+    x.astype("<f4").tofile(os.path.join(out_dir, "reference_input.f32"))
+    for name in ("f32", "int8"):
+        sess = ort.InferenceSession(
+            os.path.join(out_dir, f"keypoints_{name}.onnx"), providers=["CPUExecutionProvider"]
+        )
+        y = sess.run(None, {"image": x})[0]
+        y.astype("<f4").tofile(os.path.join(out_dir, f"reference_{name}.f32"))
+        print(f"reference {name}: output {y.shape}")
 
 
 def main():
@@ -216,6 +271,11 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument(
+        "--quantize-only",
+        action="store_true",
+        help="re-quantise OUT/keypoints_f32.onnx and rewrite the references; no training",
+    )
     args = ap.parse_args()
 
     random.seed(args.seed)
@@ -226,6 +286,11 @@ def main():
 
     samples = load_samples(args.data)
     print(f"{len(samples)} samples on {device}")
+    if args.quantize_only:
+        f32 = os.path.join(args.out, "keypoints_f32.onnx")
+        quantize(f32, os.path.join(args.out, "keypoints_int8.onnx"), samples)
+        write_reference(args.out, samples)
+        return
     model = KeypointNet().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * math.ceil(len(samples) / args.batch)
@@ -252,8 +317,10 @@ def main():
     model.cpu()
     f32 = os.path.join(args.out, "keypoints_f32.onnx")
     int8 = os.path.join(args.out, "keypoints_int8.onnx")
+    torch.save(model.state_dict(), os.path.join(args.out, "keypoints.pt"))
     export(model, f32)
     quantize(f32, int8, samples)
+    write_reference(args.out, samples)
     print(f"wrote {f32} and {int8}")
 
 

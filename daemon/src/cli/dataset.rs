@@ -26,6 +26,10 @@ pub struct Args {
     /// resampled to 1 mm either way).
     #[arg(long, default_value_t = 320)]
     pub rows: usize,
+    /// Every Nth study is rendered coarse (1.5-3.2 mm pixels, as research datasets resampled
+    /// to 3 mm are) so the network does not depend on fine in-plane detail; 0 disables.
+    #[arg(long, default_value_t = 4)]
+    pub coarse_every: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -47,8 +51,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let (mut written, mut skipped) = (0u64, 0u64);
     for seed in args.seed..last {
+        let coarse = args.coarse_every > 0 && seed % args.coarse_every == 0;
+        let pixel = 1.5 + 1.7 * ((seed.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0);
         let opts = PhantomOptions {
-            rows: Some(args.rows),
+            rows: Some(if coarse {
+                (420.0 / pixel).ceil() as usize
+            } else {
+                args.rows
+            }),
+            pixel_spacing_mm: coarse.then_some(pixel),
             // Half the studies carry rings or metal so the network learns to ignore them.
             random_artifacts: seed % 2 == 0,
             ..Default::default()

@@ -33,7 +33,8 @@ struct AnalyzeCli {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let study = args.out.join("study");
-    let report = args.out.join("report.json");
+    let results = args.out.join("results");
+    let report = results.join("report.json");
     let study_s = study.to_string_lossy().to_string();
     let seed = args.seed.to_string();
     println!("== 1/2 phantom: a chest CT with a grade 3 wedge at L1 and a grade 2 biconcave at T8");
@@ -57,8 +58,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::phantom::run(ph.args)?;
 
     println!("\n== 2/2 analyze: the study read back through the appliance's DICOM loader");
-    let an = AnalyzeCli::try_parse_from(["analyze", &study_s, "--json", &report.to_string_lossy()])
-        .context("demo analyze flags")?;
+    let an = AnalyzeCli::try_parse_from([
+        "analyze",
+        &study_s,
+        "--out",
+        &results.to_string_lossy(),
+        "--serial",
+        "demo",
+    ])
+    .context("demo analyze flags")?;
     super::analyze::run(an.args)?;
 
     // The loader must reproduce the geometry the phantom rendered, or nothing downstream holds.
@@ -71,10 +79,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rep["series_instance_uid"] == truth.series_instance_uid.as_str(),
         "the analysed series is not the phantom's"
     );
+    // Measured against truth, level by level, for the reader to judge.
+    println!("\n== truth vs measured (graded levels in view)");
     println!(
-        "\nwrote the study to {} and the report to {}",
+        "{:<6} {:>22} {:>22}",
+        "level", "truth Ha/Hm/Hp grade", "measured Ha/Hm/Hp grade"
+    );
+    let found: Vec<vcfd_model::findings::VertebraFinding> =
+        serde_json::from_value(rep["vertebrae"].clone()).context("report vertebrae")?;
+    for t in truth
+        .vertebrae
+        .iter()
+        .filter(|v| v.in_view && v.level != "S1")
+    {
+        let m = found
+            .iter()
+            .find(|f| f.level.as_deref() == Some(t.level.as_str()));
+        let h = &t.heights_mm;
+        println!(
+            "{:<6} {:>16} {:>5} {:>16} {:>5}",
+            t.level,
+            format!("{:.1}/{:.1}/{:.1}", h.anterior, h.middle, h.posterior),
+            t.genant_grade,
+            m.map_or_else(
+                || "not found".to_string(),
+                |m| format!(
+                    "{:.1}/{:.1}/{:.1}",
+                    m.heights_mm.anterior, m.heights_mm.middle, m.heights_mm.posterior
+                )
+            ),
+            m.map_or_else(String::new, |m| m.genant_grade.to_string())
+        );
+    }
+    println!(
+        "\nwrote the study to {} and the results (report.json, sr.dcm, series/) to {}",
         study.display(),
-        report.display()
+        results.display()
     );
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! Subcommands. Each lives in its own file and owns its flags.
 
 mod analyze;
+mod bench_model;
 mod check;
 mod dataset;
 mod demo;
+mod evaluate;
+mod evaluate_quality;
 mod forward;
 mod phantom;
 mod provision;
@@ -26,8 +29,12 @@ enum Command {
     Analyze(analyze::Args),
     /// Run the main job on an embedded default: a phantom study analysed end to end.
     Demo(demo::Args),
+    /// Score the scan-quality checks (rings, scoliosis, clean studies) on held-out phantoms.
+    EvaluateQuality(evaluate_quality::Args),
     /// Export CNN training samples (reformat images + keypoint targets) from phantoms.
     Dataset(dataset::Args),
+    /// Measure accuracy on held-out phantoms (patient/vertebra AUC, recall, heights, levels).
+    Evaluate(evaluate::Args),
     /// Render a synthetic CT study with exactly known anatomy and pathology.
     Phantom(Box<phantom::Args>),
     /// Create this box's identity (serial, key, CSR) and its config for the site.
@@ -38,6 +45,9 @@ enum Command {
     Serve(serve::Args),
     /// Queue DICOM files for every configured PACS and deliver them (daemon stopped).
     Forward(forward::Args),
+    /// Time the keypoint network in tract, f32 and int8 (developer benchmark).
+    #[command(hide = true)]
+    BenchModel(bench_model::Args),
     /// Compare the phantom's HU statistics with a real CT (developer tool; writes PNGs).
     #[command(hide = true)]
     Realism(realism::Args),
@@ -80,6 +90,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(a) => analyze::run(a),
         Command::Dataset(a) => dataset::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::EvaluateQuality(a) => evaluate_quality::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
+        Command::BenchModel(a) => bench_model::run(a),
         Command::Phantom(a) => phantom::run(*a),
         Command::Realism(a) => realism::run(a),
         Command::Provision(a) => provision::run(*a),

@@ -1,0 +1,66 @@
+//! `vcfd bench-model`: how long the keypoint network takes in tract, per precision, on the
+//! shipped weights and a realistic input size. The onnxruntime side of the comparison is
+//! scripts/bench-inference.sh, which runs this and the same models in onnxruntime.
+
+use anyhow::ensure;
+use std::time::Instant;
+use vcfd_model::keypoints::{KeypointModel, Precision, INPUT_WIDTH};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Input rows (a whole thoracolumbar spine at 1 mm is about 450).
+    #[arg(long, default_value_t = 448)]
+    pub rows: usize,
+    /// Timed runs per precision (after one warm-up run that compiles the plan).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(
+        args.iters > 0 && args.rows >= 16,
+        "need --iters >= 1 and --rows >= 16"
+    );
+    // A smooth pattern in the network's input range: the cost does not depend on content.
+    let input: Vec<f32> = (0..args.rows * INPUT_WIDTH)
+        .map(|i| ((i % 97) as f32 / 97.0 - 0.5) * 2.0)
+        .collect();
+    let mut med = Vec::new();
+    for p in [Precision::F32, Precision::Int8] {
+        let t = Instant::now();
+        let m = KeypointModel::shipped(p)?;
+        m.run_raw(&input, INPUT_WIDTH, args.rows)?;
+        let first = t.elapsed().as_secs_f64() * 1000.0;
+        let mut times = Vec::with_capacity(args.iters);
+        for _ in 0..args.iters {
+            let t = Instant::now();
+            m.run_raw(&input, INPUT_WIDTH, args.rows)?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let md = median(times.clone());
+        println!(
+            "tract {:<4} {}x{}: load+compile+first run {:.0} ms; median {:.1} ms (min {:.1}, max {:.1}) over {} runs",
+            p.as_str(),
+            args.rows,
+            INPUT_WIDTH,
+            first,
+            md,
+            times.iter().cloned().fold(f64::MAX, f64::min),
+            times.iter().cloned().fold(0.0, f64::max),
+            args.iters
+        );
+        med.push(md);
+    }
+    println!(
+        "bench-model: tract_f32_ms={:.1} tract_int8_ms={:.1} int8_over_f32={:.2}",
+        med[0],
+        med[1],
+        med[1] / med[0]
+    );
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! The keypoint CNN: finds every vertebral body on the curved reformat and its six endplate
+//! points, run on CPU by tract.
+//!
+//! The network (model/train/train.py) is anchor-free: at stride 4 it outputs one channel of
+//! centre logits, a sub-pixel centre offset and the six keypoints as offsets from the centre.
+//! Keypoints therefore belong to a vertebra by construction; no matching step can mix them up.
+//! Both precisions ship inside the binary (the box may have no network and no writable model
+//! store), and the int8 model is the QOperator (QLinearConv) form that tract runs natively.
+
+use crate::dataset::network_input;
+use crate::reformat::Reformat;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use tract_onnx::prelude::*;
+
+/// Output stride of the network.
+pub const STRIDE: usize = 4;
+/// Columns the network sees (the reformat's first `INPUT_WIDTH` columns).
+pub const INPUT_WIDTH: usize = 96;
+/// Keypoint offsets are regressed in units of this many pixels (keeps targets near 1).
+pub const OFFSET_SCALE: f32 = 10.0;
+/// Heights are padded up to a multiple of this (the deepest feature map is 1/16).
+const HEIGHT_MULTIPLE: usize = 16;
+/// Channels: centre logit, centre offset (x, y), 6 keypoints x (dx, dy).
+const CHANNELS: usize = 15;
+/// Pixel value of padding rows: air, as the network saw beyond the image ends in training.
+const PAD_VALUE: f32 = -1.5;
+
+static F32_ONNX: &[u8] = include_bytes!("../weights/keypoints_f32.onnx");
+static INT8_ONNX: &[u8] = include_bytes!("../weights/keypoints_int8.onnx");
+
+/// Which of the shipped networks to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// The shipped ONNX bytes of this precision.
+    pub fn onnx_bytes(self) -> &'static [u8] {
+        match self {
+            Precision::F32 => F32_ONNX,
+            Precision::Int8 => INT8_ONNX,
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float" | "fp32" => Ok(Precision::F32),
+            "int8" | "i8" | "q8" => Ok(Precision::Int8),
+            o => Err(Error::Model(format!("unknown precision {o:?} (f32, int8)"))),
+        }
+    }
+}
+
+/// The default precision, chosen by measurement (see model/MODEL_CARD.md).
+pub const DEFAULT_PRECISION: Precision = Precision::F32;
+
+/// One vertebral body found on the reformat, in reformat pixel coordinates (col, row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detection {
+    pub center: [f64; 2],
+    /// Upper anterior, middle, posterior; lower anterior, middle, posterior.
+    pub keypoints: [[f64; 2]; 6],
+    /// Centre heatmap probability at the peak.
+    pub confidence: f64,
+}
+
+/// Decoding thresholds.
+#[derive(Clone, Debug)]
+pub struct DecodeOptions {
+    /// Minimum centre probability of a detection.
+    pub min_confidence: f32,
+    /// Peaks closer than this (pixels along the spine) are one vertebra.
+    pub min_separation_px: f64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            min_confidence: 0.3,
+            min_separation_px: 10.0,
+        }
+    }
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A loaded network, with one optimised plan per padded input height (compiled on first use:
+/// tract optimises best with concrete shapes).
+pub struct KeypointModel {
+    precision: Precision,
+    model: InferenceModel,
+    plans: Mutex<HashMap<usize, Plan>>,
+}
+
+fn tract_err(e: impl std::fmt::Display) -> Error {
+    Error::Model(e.to_string())
+}
+
+impl KeypointModel {
+    /// Loads a shipped network.
+    pub fn shipped(precision: Precision) -> Result<Self> {
+        Self::from_onnx(precision, precision.onnx_bytes())
+    }
+
+    /// Loads a network from ONNX bytes (tests compare against other weights this way).
+    pub fn from_onnx(precision: Precision, bytes: &[u8]) -> Result<Self> {
+        let mut reader = bytes;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut reader)
+            .map_err(|e| {
+                Error::Model(format!(
+                    "cannot read the {} ONNX model: {e}",
+                    precision.as_str()
+                ))
+            })?;
+        Ok(Self {
+            precision,
+            model,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn plan(&self, height: usize) -> Result<Plan> {
+        let mut plans = self
+            .plans
+            .lock()
+            .map_err(|_| Error::Model("model cache poisoned".into()))?;
+        if let Some(p) = plans.get(&height) {
+            return Ok(p.clone());
+        }
+        let plan = self
+            .model
+            .clone()
+            .with_input_fact(0, f32::fact([1, 1, height, INPUT_WIDTH]).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(tract_err)?;
+        plans.insert(height, plan.clone());
+        Ok(plan)
+    }
+
+    /// Runs the network on a normalised image `height x INPUT_WIDTH` (padded here) and returns
+    /// the raw output maps `[CHANNELS][height/4][INPUT_WIDTH/4]`, row-major.
+    pub fn run_raw(&self, pixels: &[f32], width: usize, height: usize) -> Result<Maps> {
+        if width < INPUT_WIDTH || pixels.len() != width * height || height == 0 {
+            return Err(Error::Model(format!(
+                "network input {width}x{height} with {} pixels: need at least {INPUT_WIDTH} columns",
+                pixels.len()
+            )));
+        }
+        let padded = height.div_ceil(HEIGHT_MULTIPLE) * HEIGHT_MULTIPLE;
+        let mut input = vec![PAD_VALUE; padded * INPUT_WIDTH];
+        for r in 0..height {
+            input[r * INPUT_WIDTH..(r + 1) * INPUT_WIDTH]
+                .copy_from_slice(&pixels[r * width..r * width + INPUT_WIDTH]);
+        }
+        let tensor = Tensor::from_shape(&[1, 1, padded, INPUT_WIDTH], &input).map_err(tract_err)?;
+        let out = self
+            .plan(padded)?
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(tract_err)?;
+        let t = out
+            .first()
+            .ok_or_else(|| Error::Model("network returned nothing".into()))?;
+        let view = t.to_plain_array_view::<f32>().map_err(tract_err)?;
+        let shape = view.shape().to_vec();
+        let (oh, ow) = (padded / STRIDE, INPUT_WIDTH / STRIDE);
+        if shape != [1, CHANNELS, oh, ow] {
+            return Err(Error::Model(format!(
+                "network output shape {shape:?}, expected [1, {CHANNELS}, {oh}, {ow}]"
+            )));
+        }
+        Ok(Maps {
+            data: view.iter().copied().collect(),
+            height: oh,
+            width: ow,
+            valid_rows: height.div_ceil(STRIDE),
+        })
+    }
+
+    /// Finds the vertebral bodies on a reformat.
+    pub fn detect(&self, r: &Reformat, opts: &DecodeOptions) -> Result<Vec<Detection>> {
+        let maps = self.run_raw(&network_input(r), r.width, r.height)?;
+        Ok(maps.decode(opts))
+    }
+}
+
+/// Raw network output at stride 4.
+#[derive(Clone, Debug)]
+pub struct Maps {
+    /// `[CHANNELS][height][width]`.
+    pub data: Vec<f32>,
+    pub height: usize,
+    pub width: usize,
+    /// Output rows that correspond to image rows (the rest is padding).
+    pub valid_rows: usize,
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Maps {
+    fn at(&self, c: usize, y: usize, x: usize) -> f32 {
+        self.data[(c * self.height + y) * self.width + x]
+    }
+
+    /// Local maxima of the centre heatmap above threshold, strongest first, then merged when
+    /// closer than a vertebra could be.
+    pub fn decode(&self, opts: &DecodeOptions) -> Vec<Detection> {
+        let logit_min = {
+            let p = opts.min_confidence.clamp(1e-4, 1.0 - 1e-4);
+            (p / (1.0 - p)).ln()
+        };
+        let mut peaks = Vec::new();
+        for y in 0..self.valid_rows.min(self.height) {
+            for x in 0..self.width {
+                let v = self.at(0, y, x);
+                if v < logit_min {
+                    continue;
+                }
+                let mut is_max = true;
+                'n: for dy in -1i64..=1 {
+                    for dx in -1i64..=1 {
+                        let (ny, nx) = (y as i64 + dy, x as i64 + dx);
+                        if (dy, dx) == (0, 0)
+                            || ny < 0
+                            || nx < 0
+                            || ny >= self.height as i64
+                            || nx >= self.width as i64
+                        {
+                            continue;
+                        }
+                        let w = self.at(0, ny as usize, nx as usize);
+                        // Ties go to the earlier pixel so a plateau gives one peak.
+                        if w > v || (w == v && (dy, dx) < (0, 0)) {
+                            is_max = false;
+                            break 'n;
+                        }
+                    }
+                }
+                if is_max {
+                    peaks.push((v, y, x));
+                }
+            }
+        }
+        peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut out: Vec<Detection> = Vec::new();
+        for (v, y, x) in peaks {
+            let s = STRIDE as f64;
+            let cx = (x as f64 + self.at(1, y, x) as f64) * s;
+            let cy = (y as f64 + self.at(2, y, x) as f64) * s;
+            if out
+                .iter()
+                .any(|d| (d.center[1] - cy).abs() < opts.min_separation_px)
+            {
+                continue;
+            }
+            let mut keypoints = [[0.0; 2]; 6];
+            for (k, kp) in keypoints.iter_mut().enumerate() {
+                let dx = self.at(3 + 2 * k, y, x) * OFFSET_SCALE;
+                let dy = self.at(4 + 2 * k, y, x) * OFFSET_SCALE;
+                *kp = [cx + dx as f64, cy + dy as f64];
+            }
+            out.push(Detection {
+                center: [cx, cy],
+                keypoints,
+                confidence: sigmoid(v) as f64,
+            });
+        }
+        out.sort_by(|a, b| a.center[1].total_cmp(&b.center[1]));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maps_with_peaks(peaks: &[(usize, usize, f32)]) -> Maps {
+        let (h, w) = (40, 24);
+        let mut data = vec![-10.0; CHANNELS * h * w];
+        for &(y, x, logit) in peaks {
+            data[y * w + x] = logit;
+            // Keypoint k offset: (k+1, -(k+1)) * OFFSET_SCALE / 10.
+            for k in 0..6 {
+                data[((3 + 2 * k) * h + y) * w + x] = (k + 1) as f32 / 10.0;
+                data[((4 + 2 * k) * h + y) * w + x] = -((k + 1) as f32) / 10.0;
+            }
+            data[(h + y) * w + x] = 0.5;
+            data[(2 * h + y) * w + x] = 0.25;
+        }
+        Maps {
+            data,
+            height: h,
+            width: w,
+            valid_rows: h,
+        }
+    }
+
+    #[test]
+    fn decode_places_centre_and_keypoints_by_offsets() {
+        let m = maps_with_peaks(&[(10, 12, 3.0), (20, 12, 2.0)]);
+        let d = m.decode(&DecodeOptions::default());
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].center, [50.0, 41.0]);
+        assert_eq!(d[0].keypoints[0], [51.0, 40.0]);
+        assert_eq!(d[0].keypoints[5], [56.0, 35.0]);
+        assert!((d[0].confidence - sigmoid(3.0) as f64).abs() < 1e-9);
+    }
+
+    #[test]
+    fn decode_merges_close_peaks_and_drops_weak_ones() {
+        // Two peaks 2 cells (8 px) apart are one vertebra; the weak one is dropped.
+        let m = maps_with_peaks(&[(10, 12, 3.0), (12, 3, 2.0), (30, 12, -2.0)]);
+        let d = m.decode(&DecodeOptions::default());
+        assert_eq!(d.len(), 1);
+        assert!((d[0].confidence - sigmoid(3.0) as f64).abs() < 1e-9);
+    }
+
+    fn read_f32(name: &str) -> Vec<f32> {
+        let path = format!("{}/weights/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    /// The shipped models run in tract and reproduce onnxruntime's output (stored by
+    /// train.py on a real reformat crop) map for map and keypoint for keypoint.
+    #[test]
+    fn shipped_models_match_the_onnxruntime_reference() {
+        let input = read_f32("reference_input.f32");
+        let h = input.len() / INPUT_WIDTH;
+        assert_eq!(h * INPUT_WIDTH, input.len());
+        // Loose enough for int8 rounding differences between runtimes, tight enough to catch
+        // a wrong layout, a dropped op or mismatched scales.
+        for (p, map_tol, kp_tol) in [(Precision::F32, 1e-3, 0.05), (Precision::Int8, 0.35, 1.5)] {
+            let reference = read_f32(&format!("reference_{}.f32", p.as_str()));
+            let m = KeypointModel::shipped(p).unwrap();
+            let maps = m.run_raw(&input, INPUT_WIDTH, h).unwrap();
+            assert_eq!(maps.data.len(), reference.len(), "{p:?}");
+            let worst = maps
+                .data
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= map_tol,
+                "{p:?}: max |tract - onnxruntime| = {worst}"
+            );
+            let ours = maps.decode(&DecodeOptions::default());
+            let theirs = Maps {
+                data: reference,
+                ..maps.clone()
+            }
+            .decode(&DecodeOptions::default());
+            assert!(!theirs.is_empty(), "{p:?}: reference finds no vertebra");
+            assert_eq!(ours.len(), theirs.len(), "{p:?}");
+            for (a, b) in ours.iter().zip(&theirs) {
+                for (ka, kb) in a.keypoints.iter().zip(&b.keypoints) {
+                    let d = ((ka[0] - kb[0]).powi(2) + (ka[1] - kb[1]).powi(2)).sqrt();
+                    assert!(d <= kp_tol, "{p:?}: keypoint differs by {d:.3} px");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn precision_parses() {
+        assert_eq!("int8".parse::<Precision>().unwrap(), Precision::Int8);
+        assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
+        assert!("fp16".parse::<Precision>().is_err());
+    }
+}

@@ -1,0 +1,628 @@
+//! Vertebral levels T1-L5, anchored on the lowest rib-bearing vertebra (T12).
+
+use crate::truth::Keypoints;
+use crate::volume::{cross, dot, norm, sub3, Volume};
+use std::collections::VecDeque;
+
+/// One detected vertebral body, cranial to caudal order in the slice given to [`assign_levels`].
+#[derive(Clone, Debug)]
+pub struct Body {
+    /// Centre of the vertebral body, LPS mm.
+    pub center_mm: [f64; 3],
+    pub keypoints_mm: Keypoints,
+}
+
+/// Levels for the bodies passed in, same order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LevelAssignment {
+    /// "T1".."L5"; `None` beyond that range or when no anchor was found.
+    pub levels: Vec<Option<String>>,
+    /// True when the levels are counted from a rib-bearing/rib-free transition.
+    pub anchored: bool,
+    /// What the count is anchored on, e.g. "T12 (lowest rib-bearing vertebra)".
+    pub anchor: Option<String>,
+    /// For the report: how the levels were found, or why they are unknown.
+    pub note: String,
+}
+
+/// Level names in order; index 11 is T12, the anchor.
+const NAMES: [&str; 17] = [
+    "T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3",
+    "L4", "L5",
+];
+const T12: i64 = 11;
+
+/// Bone threshold for rib voxels: above muscle/contrast-enhanced vessels, below rib cortex
+/// after partial volume in 3 mm voxels.
+const BONE_HU: i16 = 200;
+/// Lateral distance from the body centre (mm) inside which bone is ignored: cuts the ribs off
+/// the vertebra (head/neck cross it) so each rib is its own connected piece.
+const CUT_MM: f64 = 30.0;
+/// Outer limit of the search, lateral (mm), and its posterior range relative to the centre:
+/// ribs run posterolateral from the body before turning forward; bowel and vessels lie
+/// anterior.
+const OUTER_MM: f64 = 76.0;
+const POST_MM: (f64, f64) = (-15.0, 70.0);
+/// A piece is a rib of a vertebra when it starts next to that vertebra (medial end within
+/// this lateral distance) ...
+const MEDIAL_MM: f64 = 50.0;
+/// ... and reaches beyond where lumbar transverse processes end (their tips lie <= ~60 mm
+/// from the midline).
+const FAR_MM: f64 = 66.0;
+/// A gap larger than this multiple of the local spacing holds missed vertebrae.
+const GAP_FACTOR: f64 = 1.6;
+/// No candidate rib voxel.
+const NONE: i32 = i32::MIN;
+
+/// Assigns T1-L5 to bodies ordered cranial to caudal.
+///
+/// Why the lowest rib-bearing vertebra: it is visible in both chest and abdomen CT, unlike
+/// C2 or the sacrum, and radiology counts from it when the whole spine is not in view.
+/// Each body (and each slot where a gap in the spacing says a body was missed) gets a vote
+/// from the ribs that start beside it; a step "ribs above, none below" is fitted to the votes,
+/// so one rib-like body (iliac crest beside L5, a rudimentary 12th rib missed) does not move
+/// the anchor. Without a clear step all levels are `None`: counting from the field's edge
+/// would be a guess.
+pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
+    let unknown = |note: String| LevelAssignment {
+        levels: vec![None; bodies.len()],
+        anchored: false,
+        anchor: None,
+        note,
+    };
+    if bodies.len() < 2 {
+        return unknown(
+            "Levels unknown: too few vertebral bodies to find the lowest rib-bearing vertebra."
+                .into(),
+        );
+    }
+    let slots = slots(bodies);
+    let missed = slots.iter().filter(|s| s.body.is_none()).count();
+    // A vertebra whose ribs could run out of the field before they pass the transverse
+    // processes (they descend up to ~1.5 body heights by then in kyphosis) cannot be called
+    // rib-free: it abstains unless ribs were found.
+    let g = &volume.geometry;
+    let cut_off = |f: &Frame| {
+        let v = g.patient_to_voxel(add(f.c, scale(f.up, -1.5 * f.height)));
+        (0..3).any(|a| v[a] < 0.0 || v[a] > g.dims[a] as f64 - 1.0)
+    };
+    let votes: Vec<f64> = rib_sides(volume, &slots)
+        .iter()
+        .zip(&slots)
+        .map(|(&n, s)| {
+            let v = f64::from(n) - 1.0;
+            if cut_off(&s.frame) {
+                v.max(0.0)
+            } else {
+                v
+            }
+        })
+        .collect();
+    let Some(t) = fit_step(&votes) else {
+        let reason = if votes.iter().all(|&v| v >= 0.0) {
+            "all bodies carry ribs"
+        } else if votes.iter().all(|&v| v <= 0.0) {
+            "no body carries ribs on both sides"
+        } else {
+            "no clear rib-bearing vertebrae above rib-free ones"
+        };
+        return unknown(format!(
+            "Levels unknown (relative order only): no transition from rib-bearing to rib-free \
+             vertebrae in view ({reason})."
+        ));
+    };
+    let mut levels = vec![None; bodies.len()];
+    for (k, s) in slots.iter().enumerate() {
+        if let Some(i) = s.body {
+            let idx = T12 + k as i64 - t as i64;
+            levels[i] = usize::try_from(idx)
+                .ok()
+                .and_then(|u| NAMES.get(u))
+                .map(|n| n.to_string());
+        }
+    }
+    let mut note = "Levels counted from T12, the lowest rib-bearing vertebra in view.".to_string();
+    if missed > 0 {
+        note.push_str(&format!(
+            " {missed} vertebra(e) inferred from gaps in the spacing and counted."
+        ));
+    }
+    if slots[t].body.is_none() {
+        note.push_str(" The anchor itself was not detected; it was inferred from a gap.");
+    }
+    LevelAssignment {
+        levels,
+        anchored: true,
+        anchor: Some("T12 (lowest rib-bearing vertebra)".into()),
+        note,
+    }
+}
+
+/// A vertebra position along the column: a detected body or one inferred from a gap.
+struct Slot {
+    body: Option<usize>,
+    frame: Frame,
+}
+
+/// Detected bodies plus inferred ones wherever a gap exceeds [`GAP_FACTOR`] x local spacing.
+fn slots(bodies: &[Body]) -> Vec<Slot> {
+    let gaps: Vec<f64> = bodies
+        .windows(2)
+        .map(|w| norm(sub3(w[1].center_mm, w[0].center_mm)))
+        .collect();
+    let mut out = Vec::new();
+    for (i, b) in bodies.iter().enumerate() {
+        out.push(Slot {
+            body: Some(i),
+            frame: frame(b),
+        });
+        let Some(&gap) = gaps.get(i) else { continue };
+        // Local spacing from the neighbouring gaps only, so the gap cannot hide itself.
+        let mut near: Vec<f64> = gaps
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i && j + 3 >= i && j <= i + 3)
+            .map(|(_, &g)| g)
+            .collect();
+        let Some(local) = median(&mut near) else {
+            continue;
+        };
+        if local <= 0.0 || gap <= GAP_FACTOR * local {
+            continue;
+        }
+        let steps = ((gap / local).round() as usize).max(2);
+        let next = bodies[i + 1].center_mm;
+        for s in 1..steps {
+            let t = s as f64 / steps as f64;
+            let mut f = frame(b);
+            f.c = add(scale(b.center_mm, 1.0 - t), scale(next, t));
+            out.push(Slot {
+                body: None,
+                frame: f,
+            });
+        }
+    }
+    out
+}
+
+/// Index of the last rib-bearing slot of the best "ribs above, none below" step, or `None`
+/// when the best step has nothing on one side or the change is not clear.
+///
+/// Votes are +1 (ribs both sides), 0 (one side), -1 (none). Ties go to the lower slot: a
+/// one-sided rib at the transition is far more often a short 12th rib than a lumbar rib.
+fn fit_step(v: &[f64]) -> Option<usize> {
+    let total: f64 = v.iter().sum();
+    let mut best: Option<(f64, usize)> = None;
+    let mut above = 0.0;
+    for (t, x) in v.iter().enumerate().take(v.len().saturating_sub(1)) {
+        above += x;
+        let f = above - (total - above);
+        if best.is_none_or(|(b, _)| f >= b - 1e-9) {
+            best = Some((f, t));
+        }
+    }
+    let (f, t) = best?;
+    // The step must beat both "no transition" fits (all above, all below) by a full vote.
+    if f < total.abs() + 1.0 || v[t] < 0.0 || v[t + 1] > 0.0 {
+        return None;
+    }
+    Some(t)
+}
+
+/// Local frame of a body: unit vectors up (cranial), posterior and lateral (patient left).
+pub(crate) struct Frame {
+    pub c: [f64; 3],
+    pub up: [f64; 3],
+    pub post: [f64; 3],
+    pub lat: [f64; 3],
+    pub height: f64,
+}
+
+pub(crate) fn frame(b: &Body) -> Frame {
+    let k = &b.keypoints_mm;
+    let upper = mean(&[k.upper_anterior, k.upper_middle, k.upper_posterior]);
+    let lower = mean(&[k.lower_anterior, k.lower_middle, k.lower_posterior]);
+    let ant = mean(&[k.upper_anterior, k.lower_anterior]);
+    let pos = mean(&[k.upper_posterior, k.lower_posterior]);
+    let up = unit(sub3(upper, lower)).unwrap_or([0.0, 0.0, 1.0]);
+    let ap = sub3(pos, ant);
+    let post = unit(sub3(ap, scale(up, dot(ap, up)))).unwrap_or([0.0, 1.0, 0.0]);
+    let lat = cross(post, up);
+    let h = norm(sub3(upper, lower));
+    Frame {
+        c: b.center_mm,
+        up,
+        post,
+        lat,
+        height: if h > 5.0 { h } else { 25.0 },
+    }
+}
+
+/// Per slot, on how many sides (0-2) a rib starts beside it.
+///
+/// Why connected pieces rather than bone fractions beside each body: the 11th/12th ribs
+/// descend beside L1-L2, and lumbar transverse processes sit where rib necks do. Bone beside
+/// the column, cut off the vertebrae at [`CUT_MM`], falls apart into ribs and processes; a
+/// piece that reaches beyond the transverse processes ([`FAR_MM`]) is a rib, and it belongs to
+/// the vertebra beside its medial end (head/neck), however far down its shaft runs.
+fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
+    let g = &volume.geometry;
+    // Voxel box around the column.
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for s in slots {
+        let v = g.patient_to_voxel(s.frame.c);
+        let r = OUTER_MM.max(POST_MM.1) + 0.5 * s.frame.height + 5.0;
+        for a in 0..3 {
+            lo[a] = lo[a].min(v[a] - r / g.spacing[a]);
+            hi[a] = hi[a].max(v[a] + r / g.spacing[a]);
+        }
+    }
+    let mut lo_i = [0usize; 3];
+    let mut n = [0usize; 3];
+    for a in 0..3 {
+        let l = lo[a].floor().max(0.0);
+        let h = hi[a].ceil().min(g.dims[a] as f64 - 1.0);
+        if h < l {
+            return vec![0; slots.len()];
+        }
+        lo_i[a] = l as usize;
+        n[a] = h as usize - lo_i[a] + 1;
+    }
+    // Candidate bone voxels: nearest slot along the column, lateral distance, side.
+    let len = n[0] * n[1] * n[2];
+    let mut rank_of = vec![NONE; len];
+    let mut lat_of = vec![0f32; len];
+    let mut left = vec![false; len];
+    let local = |i: usize, j: usize, k: usize| (k * n[1] + j) * n[0] + i;
+    for k in 0..n[2] {
+        for j in 0..n[1] {
+            for i in 0..n[0] {
+                let (gi, gj, gk) = (i + lo_i[0], j + lo_i[1], k + lo_i[2]);
+                if volume.hu[g.index(gi, gj, gk)] <= BONE_HU {
+                    continue;
+                }
+                let p = g.voxel_to_patient([gi as f64, gj as f64, gk as f64]);
+                let mut best = (f64::INFINITY, 0usize);
+                for (s, slot) in slots.iter().enumerate() {
+                    let u = dot(sub3(p, slot.frame.c), slot.frame.up).abs();
+                    if u < best.0 {
+                        best = (u, s);
+                    }
+                }
+                let f = &slots[best.1].frame;
+                // Position along the column: slot index, or -1 / len beyond its ends, kept
+                // for 2.5 heights so that ribs can be followed down from the last vertebra
+                // and pieces starting above the first one recognised as not its own.
+                let along = dot(sub3(p, f.c), f.up);
+                let rank = if best.0 <= 0.75 * f.height {
+                    best.1 as i32
+                } else if best.0 > 2.5 * f.height {
+                    continue;
+                } else if best.1 == 0 && along > 0.0 {
+                    -1
+                } else if best.1 + 1 == slots.len() && along < 0.0 {
+                    slots.len() as i32
+                } else {
+                    best.1 as i32
+                };
+                let d = sub3(p, f.c);
+                let l = dot(d, f.lat);
+                let a = dot(d, f.post);
+                if l.abs() < CUT_MM || l.abs() > OUTER_MM || a < POST_MM.0 || a > POST_MM.1 {
+                    continue;
+                }
+                let x = local(i, j, k);
+                rank_of[x] = rank;
+                lat_of[x] = l.abs() as f32;
+                left[x] = l > 0.0;
+            }
+        }
+    }
+    // 26-connected pieces; each votes for the slot and side at its medial end.
+    let mut sides = vec![[false; 2]; slots.len()];
+    let mut seen = vec![false; len];
+    let mut owner = vec![NONE; len];
+    // The 26 neighbours of a voxel of the box.
+    let neighbours = |x: usize| {
+        let (i, j, k) = (x % n[0], (x / n[0]) % n[1], x / (n[0] * n[1]));
+        (0..27usize).filter_map(move |m| {
+            let (ii, jj, kk) = (
+                (i + m % 3) as i64 - 1,
+                (j + (m / 3) % 3) as i64 - 1,
+                (k + m / 9) as i64 - 1,
+            );
+            if m == 13
+                || ii < 0
+                || jj < 0
+                || kk < 0
+                || ii >= n[0] as i64
+                || jj >= n[1] as i64
+                || kk >= n[2] as i64
+            {
+                return None;
+            }
+            Some((kk as usize * n[1] + jj as usize) * n[0] + ii as usize)
+        })
+    };
+    let mut queue = VecDeque::new();
+    let mut piece = Vec::new();
+    for start in 0..len {
+        if seen[start] || rank_of[start] == NONE {
+            continue;
+        }
+        seen[start] = true;
+        queue.push_back(start);
+        piece.clear();
+        while let Some(x) = queue.pop_front() {
+            piece.push(x);
+            for y in neighbours(x) {
+                if !seen[y] && rank_of[y] != NONE {
+                    seen[y] = true;
+                    queue.push_back(y);
+                }
+            }
+        }
+        let min = piece
+            .iter()
+            .map(|&x| lat_of[x])
+            .fold(f32::INFINITY, f32::min);
+        let max = piece.iter().map(|&x| lat_of[x]).fold(0f32, f32::max);
+        if f64::from(min) > MEDIAL_MM || f64::from(max) < FAR_MM {
+            continue;
+        }
+        // Ribs that touch (11th on 12th far out, a rib on a transverse process) share a
+        // piece: split it by geodesic nearness to its roots, the innermost voxels, so each
+        // far voxel counts for the vertebra whose rib actually leads there. Cranial roots
+        // are seeded first and win ties: ribs run down from their heads.
+        let root_lat = (CUT_MM as f32 + 4.0).max(min + 6.0);
+        let mut roots: Vec<usize> = piece
+            .iter()
+            .copied()
+            .filter(|&x| lat_of[x] <= root_lat)
+            .collect();
+        roots.sort_by_key(|&x| rank_of[x]);
+        for &x in &roots {
+            owner[x] = rank_of[x];
+            queue.push_back(x);
+        }
+        while let Some(x) = queue.pop_front() {
+            for y in neighbours(x) {
+                if rank_of[y] != NONE && owner[y] == NONE {
+                    owner[y] = owner[x];
+                    queue.push_back(y);
+                }
+            }
+        }
+        for &x in &piece {
+            let r = owner[x];
+            owner[x] = NONE;
+            if f64::from(lat_of[x]) < FAR_MM || r < 0 || r as usize >= slots.len() {
+                continue;
+            }
+            let side_vote: i64 = roots
+                .iter()
+                .filter(|&&y| rank_of[y] == r)
+                .map(|&y| if left[y] { 1 } else { -1 })
+                .sum();
+            sides[r as usize][usize::from(side_vote > 0)] = true;
+        }
+    }
+    sides
+        .iter()
+        .map(|s| u8::from(s[0]) + u8::from(s[1]))
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}
+
+fn add(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+fn scale(a: [f64; 3], s: f64) -> [f64; 3] {
+    [a[0] * s, a[1] * s, a[2] * s]
+}
+fn unit(a: [f64; 3]) -> Option<[f64; 3]> {
+    let n = norm(a);
+    (n.is_finite() && n > 1e-9).then(|| scale(a, 1.0 / n))
+}
+fn mean(p: &[[f64; 3]]) -> [f64; 3] {
+    let mut s = [0.0; 3];
+    for q in p {
+        s = add(s, *q);
+    }
+    scale(s, 1.0 / p.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phantom::{generate, Phantom, PhantomOptions};
+
+    struct Case {
+        seed: u64,
+        from: &'static str,
+        to: &'static str,
+        cobb: Option<f64>,
+        kyphosis: Option<f64>,
+        drop: Option<&'static str>,
+    }
+
+    const fn case(seed: u64, from: &'static str, to: &'static str) -> Case {
+        Case {
+            seed,
+            from,
+            to,
+            cobb: None,
+            kyphosis: None,
+            drop: None,
+        }
+    }
+
+    /// Small, fast render; bodies from the truth (in view, T1-L5), one optionally dropped as
+    /// a detector miss would.
+    fn render(c: &Case) -> (Phantom, Vec<Body>, Vec<String>) {
+        let opts = PhantomOptions {
+            rows: Some(256),
+            pixel_spacing_mm: Some(1.4),
+            slice_thickness_mm: Some(2.0),
+            slice_spacing_mm: Some(2.0),
+            from_level: Some(c.from.parse().unwrap()),
+            to_level: Some(c.to.parse().unwrap()),
+            cobb_deg: c.cobb,
+            kyphosis_deg: c.kyphosis,
+            ..Default::default()
+        };
+        let ph = generate(c.seed, &opts).unwrap();
+        let (bodies, names): (Vec<Body>, Vec<String>) = ph
+            .truth
+            .vertebrae
+            .iter()
+            .filter(|v| v.in_view && NAMES.contains(&v.level.as_str()))
+            .filter(|v| Some(v.level.as_str()) != c.drop)
+            .map(|v| {
+                (
+                    Body {
+                        center_mm: v.center_mm,
+                        keypoints_mm: v.keypoints_mm.clone(),
+                    },
+                    v.level.clone(),
+                )
+            })
+            .unzip();
+        (ph, bodies, names)
+    }
+
+    #[test]
+    fn levels_on_phantoms_are_counted_from_t12() {
+        let cases = [
+            case(11, "T8", "L5"),
+            case(12, "T8", "L5"),
+            case(13, "T8", "L5"),
+            case(21, "T10", "L3"),
+            case(22, "T4", "L1"),
+            Case {
+                cobb: Some(30.0),
+                ..case(23, "T10", "L3")
+            },
+            Case {
+                cobb: Some(45.0),
+                ..case(24, "T8", "L5")
+            },
+            Case {
+                cobb: Some(38.0),
+                ..case(25, "T6", "L2")
+            },
+            Case {
+                kyphosis: Some(65.0),
+                ..case(26, "T4", "L1")
+            },
+            Case {
+                kyphosis: Some(65.0),
+                ..case(27, "T9", "L4")
+            },
+            Case {
+                drop: Some("L1"),
+                ..case(28, "T8", "L5")
+            },
+            Case {
+                drop: Some("T11"),
+                ..case(29, "T10", "L3")
+            },
+        ];
+        let (mut right, mut total, mut anchored) = (0usize, 0usize, 0usize);
+        for c in &cases {
+            let (ph, bodies, truth) = render(c);
+            let a = assign_levels(&ph.volume, &bodies);
+            let got: Vec<String> = a
+                .levels
+                .iter()
+                .map(|l| l.clone().unwrap_or_else(|| "-".into()))
+                .collect();
+            let ok = got.iter().zip(&truth).filter(|(g, t)| g == t).count();
+            println!("truth {}", truth.join(" "));
+            let votes = rib_sides(&ph.volume, &slots(&bodies));
+            println!(
+                "seed {} {}-{} cobb {:?} kyph {:?} drop {:?}: {ok}/{} | {} | sides {votes:?} | {}",
+                c.seed,
+                c.from,
+                c.to,
+                c.cobb,
+                c.kyphosis,
+                c.drop,
+                truth.len(),
+                got.join(" "),
+                a.note
+            );
+            right += ok;
+            total += truth.len();
+            anchored += usize::from(a.anchored);
+        }
+        let acc = right as f64 / total as f64;
+        println!(
+            "level accuracy {right}/{total} = {acc:.3}; anchored {anchored}/{}",
+            cases.len()
+        );
+        assert!(acc >= 0.95, "level accuracy {acc:.3}");
+    }
+
+    #[test]
+    fn no_anchor_in_view_leaves_levels_unknown() {
+        for c in [case(31, "T3", "T9"), case(32, "L2", "L5")] {
+            let (ph, bodies, _) = render(&c);
+            assert!(bodies.len() >= 3);
+            let a = assign_levels(&ph.volume, &bodies);
+            println!("{}-{}: {}", c.from, c.to, a.note);
+            assert!(!a.anchored, "{}-{}: {:?}", c.from, c.to, a.levels);
+            assert!(a.anchor.is_none());
+            assert!(a.levels.iter().all(Option::is_none), "{:?}", a.levels);
+        }
+    }
+
+    #[test]
+    fn step_fit_needs_ribs_above_and_none_below() {
+        assert_eq!(fit_step(&[1.0, 1.0, 1.0, -1.0, -1.0]), Some(2));
+        // One outlier on either side does not move the step.
+        assert_eq!(fit_step(&[1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0]), Some(3));
+        // A one-sided (short) rib at the transition is the anchor.
+        assert_eq!(fit_step(&[1.0, 1.0, 0.0, -1.0, -1.0]), Some(2));
+        assert_eq!(fit_step(&[1.0; 5]), None);
+        assert_eq!(fit_step(&[-1.0; 5]), None);
+        assert_eq!(fit_step(&[-1.0, -1.0, 1.0, 1.0]), None);
+    }
+
+    #[test]
+    fn gaps_become_inferred_slots() {
+        let kp = |z: f64| Keypoints {
+            upper_anterior: [0.0, -15.0, z + 11.0],
+            upper_middle: [0.0, 0.0, z + 11.0],
+            upper_posterior: [0.0, 15.0, z + 11.0],
+            lower_anterior: [0.0, -15.0, z - 11.0],
+            lower_middle: [0.0, 0.0, z - 11.0],
+            lower_posterior: [0.0, 15.0, z - 11.0],
+        };
+        let bodies: Vec<Body> = [300.0, 270.0, 240.0, 180.0, 150.0, 120.0]
+            .iter()
+            .map(|&z| Body {
+                center_mm: [0.0, 0.0, z],
+                keypoints_mm: kp(z),
+            })
+            .collect();
+        let s = slots(&bodies);
+        assert_eq!(s.len(), 7);
+        assert!(s[3].body.is_none());
+        assert!((s[3].frame.c[2] - 210.0).abs() < 1e-9);
+        assert_eq!(s[4].body, Some(3));
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The keypoint network in tract (the product) versus onnxruntime (the reference runtime), same
+# models, same input size, same machine, one run: prints both and the ratio tract/onnxruntime.
+# Needs the training virtualenv (onnxruntime): VENV=/path/to/venv (default ~/.cache/vcfd-train-venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-448}
+ITERS=${ITERS:-20}
+VENV=${VENV:-$HOME/.cache/vcfd-train-venv}
+cargo build --release -q -p vcfd
+out=$(./target/release/vcfd bench-model --rows "$ROWS" --iters "$ITERS")
+echo "$out"
+"$VENV/bin/python" - "$ROWS" "$ITERS" "$out" <<'PY'
+import sys, time, re
+import numpy as np, onnxruntime as ort
+rows, iters, tract = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+x = ((np.arange(rows * 96) % 97) / 97.0 - 0.5).astype(np.float32).reshape(1, 1, rows, 96) * 2
+so = ort.SessionOptions()
+so.intra_op_num_threads = 2
+res = {}
+for p in ("f32", "int8"):
+    s = ort.InferenceSession(f"model/weights/keypoints_{p}.onnx", so, providers=["CPUExecutionProvider"])
+    s.run(None, {"image": x})
+    t = []
+    for _ in range(iters):
+        t0 = time.perf_counter(); s.run(None, {"image": x}); t.append((time.perf_counter() - t0) * 1000)
+    t.sort(); res[p] = t[len(t) // 2]
+    print(f"onnxruntime {p:<4} {rows}x96: median {res[p]:.1f} ms over {iters} runs")
+m = dict(re.findall(r"tract_(\w+)_ms=([\d.]+)", tract))
+print("bench-inference: " + " ".join(
+    f"{p}_tract_over_ort={float(m[p]) / res[p]:.2f}" for p in ("f32", "int8")))
+PY
