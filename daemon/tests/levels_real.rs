@@ -139,6 +139,19 @@ fn real_abdomen_ct_is_anchored_on_t12() {
         .map(|b| format!("{:.0}", b.center_mm[2]))
         .collect();
     println!("body centres z: {}", zs.join(" "));
+    // The body finder itself must be sane, or a pass would mean nothing: lumbar bodies are
+    // 25-40 mm apart, and on a sagittal reformat of this CT the T12/L1 disc lies at
+    // z ~ 410 mm and the L5/S1 disc at z ~ 232 mm.
+    let mut gaps: Vec<f64> = bodies
+        .windows(2)
+        .map(|w| w[0].center_mm[2] - w[1].center_mm[2])
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    let gap = gaps[gaps.len() / 2];
+    assert!(
+        (25.0..=40.0).contains(&gap),
+        "median body spacing {gap:.1} mm"
+    );
     let a = assign_levels(&vol, &bodies);
     println!("{a:?}");
     assert!(a.anchored, "{}", a.note);
@@ -147,5 +160,24 @@ fn real_abdomen_ct_is_anchored_on_t12() {
     assert_eq!(
         &named[t12..(t12 + 6).min(named.len())],
         ["T12", "L1", "L2", "L3", "L4", "L5"]
+    );
+    let z_of = |l: &str| {
+        let i = a
+            .levels
+            .iter()
+            .position(|x| x.as_deref() == Some(l))
+            .unwrap();
+        bodies[i].center_mm[2]
+    };
+    assert!(z_of("T12") > 410.0, "T12 centre z {:.0}", z_of("T12"));
+    assert!(
+        (380.0..410.0).contains(&z_of("L1")),
+        "L1 centre z {:.0}",
+        z_of("L1")
+    );
+    assert!(
+        (232.0..270.0).contains(&z_of("L5")),
+        "L5 centre z {:.0}",
+        z_of("L5")
     );
 }

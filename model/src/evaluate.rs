@@ -181,6 +181,10 @@ pub fn measurable(volume: &Volume, v: &VertebraTruth) -> bool {
         })
 }
 
+/// One truth fracture: (level, truth deformity, measured deformity or None if missed, truth
+/// heights a/m/p, measured heights a/m/p).
+pub type FractureScore = (String, f64, Option<f64>, [f64; 3], Option<[f64; 3]>);
+
 /// Scores of one case, ready to aggregate.
 #[derive(Clone, Debug, Default)]
 pub struct CaseScore {
@@ -202,6 +206,9 @@ pub struct CaseScore {
     pub grade_agree: usize,
     pub seconds: f64,
     pub reliable: bool,
+    /// Truth bodies of grade >= 2: (level, truth deformity, measured deformity or None if
+    /// missed, truth heights a/m/p, measured heights a/m/p).
+    pub fractures: Vec<FractureScore>,
 }
 
 /// Matches findings to truth (greedy by distance, within [`MATCH_MM`]) and scores the case.
@@ -243,6 +250,16 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
         let det = t_used[ti].map(|di| &f.vertebrae[di]);
         s.vertebrae
             .push((t.genant_grade >= 2, det.map_or(0.0, |d| d.deformity)));
+        if t.genant_grade >= 2 {
+            let h = |h: &crate::truth::Heights| [h.anterior, h.middle, h.posterior];
+            s.fractures.push((
+                t.level.clone(),
+                t.deformity,
+                det.map(|d| d.deformity),
+                h(&t.heights_mm),
+                det.map(|d| h(&d.heights_mm)),
+            ));
+        }
         if let Some(d) = det {
             s.matched += 1;
             if d.level.as_deref() == Some(t.level.as_str()) {

@@ -25,6 +25,8 @@ pub const OFFSET_SCALE: f32 = 10.0;
 const HEIGHT_MULTIPLE: usize = 16;
 /// Channels: centre logit, centre offset (x, y), 6 keypoints x (dx, dy).
 const CHANNELS: usize = 15;
+/// Sideways shifts (pixels) of the extra test-time passes.
+const TTA_SHIFTS: [i64; 2] = [-4, 4];
 /// Pixel value of padding rows: air, as the network saw beyond the image ends in training.
 const PAD_VALUE: f32 = -1.5;
 
@@ -198,10 +200,70 @@ impl KeypointModel {
     }
 
     /// Finds the vertebral bodies on a reformat.
+    ///
+    /// The network also runs on copies shifted sideways by a few pixels (test-time
+    /// augmentation: the network costs ~0.1 s, so three passes are cheap) and each vertebra's
+    /// keypoints are the mean over the passes that found it. Keypoint noise is what turns into
+    /// false deformity, and averaging cuts it where a single pass cannot.
     pub fn detect(&self, r: &Reformat, opts: &DecodeOptions) -> Result<Vec<Detection>> {
-        let maps = self.run_raw(&network_input(r), r.width, r.height)?;
-        Ok(maps.decode(opts))
+        let input = network_input(r);
+        let base = self.run_raw(&input, r.width, r.height)?.decode(opts);
+        // Matching uses the first pass's rows; the sums accumulate separately.
+        let centres: Vec<[f64; 2]> = base.iter().map(|d| d.center).collect();
+        let mut sums: Vec<(Detection, f64)> = base.into_iter().map(|d| (d, 1.0)).collect();
+        for shift in TTA_SHIFTS {
+            let shifted = shift_columns(&input, r.width, r.height, shift);
+            let dets = self.run_raw(&shifted, r.width, r.height)?.decode(opts);
+            for d in dets {
+                let here = [d.center[0] - shift as f64, d.center[1]];
+                let dist =
+                    |c: &[f64; 2]| ((c[0] - here[0]).powi(2) + (c[1] - here[1]).powi(2)).sqrt();
+                let Some(i) = centres
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| dist(c) < opts.min_separation_px / 2.0)
+                    .min_by(|a, b| dist(a.1).total_cmp(&dist(b.1)))
+                    .map(|(i, _)| i)
+                else {
+                    continue;
+                };
+                let (acc, n) = &mut sums[i];
+                let dx = -(shift as f64);
+                for (k, kp) in d.keypoints.iter().enumerate() {
+                    acc.keypoints[k][0] += kp[0] + dx;
+                    acc.keypoints[k][1] += kp[1];
+                }
+                acc.center[0] += d.center[0] + dx;
+                acc.center[1] += d.center[1];
+                acc.confidence += d.confidence;
+                *n += 1.0;
+            }
+        }
+        Ok(sums
+            .into_iter()
+            .map(|(mut d, n)| {
+                for kp in d.keypoints.iter_mut() {
+                    kp[0] /= n;
+                    kp[1] /= n;
+                }
+                d.center = [d.center[0] / n, d.center[1] / n];
+                d.confidence /= n;
+                d
+            })
+            .collect())
     }
+}
+
+/// The image moved sideways by `dx` pixels, edge columns repeated (as in training).
+fn shift_columns(img: &[f32], w: usize, h: usize, dx: i64) -> Vec<f32> {
+    let mut out = vec![0.0; img.len()];
+    for r in 0..h {
+        for c in 0..w {
+            let src = (c as i64 - dx).clamp(0, w as i64 - 1) as usize;
+            out[r * w + c] = img[r * w + src];
+        }
+    }
+    out
 }
 
 /// Raw network output at stride 4.

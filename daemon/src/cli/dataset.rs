@@ -30,6 +30,11 @@ pub struct Args {
     /// to 3 mm are) so the network does not depend on fine in-plane detail; 0 disables.
     #[arg(long, default_value_t = 4)]
     pub coarse_every: u64,
+    /// Fractures per study (random levels, kinds and severities); by default the phantom's
+    /// clinical mix (half the studies have none). Fractures are ~3 % of all bodies in that
+    /// mix: fracture-rich sets keep the network from learning only the normal shape.
+    #[arg(long)]
+    pub fractures: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -62,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             pixel_spacing_mm: coarse.then_some(pixel),
             // Half the studies carry rings or metal so the network learns to ignore them.
             random_artifacts: seed % 2 == 0,
+            fracture_count: args.fractures,
             ..Default::default()
         };
         let ph = generate(seed, &opts).with_context(|| format!("phantom seed {seed}"))?;

@@ -73,6 +73,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             s.false_detections,
             secs
         );
+        for (level, td, md, th, mh) in &s.fractures {
+            println!(
+                "           fracture {level}: truth {:.0} % (Ha/Hm/Hp {:.1}/{:.1}/{:.1}) measured {}",
+                td * 100.0,
+                th[0],
+                th[1],
+                th[2],
+                match (md, mh) {
+                    (Some(d), Some(h)) => format!(
+                        "{:.0} % ({:.1}/{:.1}/{:.1})",
+                        d * 100.0,
+                        h[0],
+                        h[1],
+                        h[2]
+                    ),
+                    _ => "missed".into(),
+                }
+            );
+        }
         scores.push(s);
     }
     let labels: Vec<bool> = scores.iter().map(|s| s.label).collect();

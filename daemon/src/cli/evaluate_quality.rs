@@ -4,18 +4,20 @@
 //! scoliotic studies (Cobb 10-50 degrees). Prints the ring detection ROC AUC (score: the ring
 //! z-statistic; positives the ringed studies, negatives every ring-free one), the share of
 //! clean studies with any flag, and the median absolute error of the coronal Cobb angle
-//! against the Cobb angle of the vertebrae in view. The vertebrae passed to the checks are the
-//! phantom's in-view bodies (the detector is evaluated elsewhere); the centreline, rings,
-//! curvature, metal and motion are measured.
+//! against the Cobb angle of the vertebrae in view. Every study goes through the whole analysis
+//! (spine, keypoint CNN, quality checks) exactly as `vcfd analyze` runs it: the flags and the
+//! Cobb angle are the product's, measured from the bodies it found; only the truth it is
+//! compared with comes from the phantom.
 
 use anyhow::{bail, Context};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
-use vcfd_model::analysis::ScanInfo;
+use vcfd_model::analysis::{analyze, AnalysisOptions, ScanInfo};
 use vcfd_model::dataset::EVAL_SEED_MIN;
+use vcfd_model::keypoints::Precision;
 use vcfd_model::phantom::{generate, Level, PhantomOptions, RingSpec, Rng};
-use vcfd_model::quality::{assess, curvature, rings, QualityOptions};
+use vcfd_model::quality::{curvature, rings};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -90,7 +92,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.cases == 0 {
         bail!("--cases must be at least 1");
     }
-    let opts = QualityOptions::default();
+    let model = vcfd::pipeline::shipped_model(Precision::F32)?;
+    let opts = AnalysisOptions::default();
     let t0 = Instant::now();
     let mut records = Vec::new();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
@@ -140,19 +143,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Kind::Clean => 0.0,
         };
         let ph = generate(seed, &o).with_context(|| format!("phantom seed {seed}"))?;
-        let line = vcfd_model::spine::locate(&ph.volume, &Default::default()).ok();
-        let vertebrae = vcfd::truth_findings::findings_from_truth(&ph.truth).vertebrae;
         let scan = ScanInfo {
             slice_thickness_mm: Some(ph.acquisition.slice_thickness_mm),
             slice_spacing_mm: ph.acquisition.slice_spacing_mm,
             gantry_tilt_deg: 0.0,
             recon_center_mm: Some(ph.acquisition.reconstruction_center_mm),
         };
-        let q = assess(&ph.volume, &scan, line.as_ref(), &vertebrae, &opts);
+        let a = analyze(&ph.volume, &scan, model, &opts)
+            .with_context(|| format!("analysis of seed {seed}"))?;
+        let (q, vertebrae, line) = (&a.findings.quality, &a.findings.vertebrae, &a.centreline);
         let ring = rings::detect(&ph.volume, rings::centre_mm(&ph.volume, &scan));
-        // What the checks use (the bodies' centres here), and the centreline alone (what is
-        // left when the detector finds fewer than five bodies).
-        let cobb = curvature::cobb_coronal(line.as_ref(), &vertebrae).map(|c| c.angle_deg);
+        // What the checks use (the centres of the bodies found), and the centreline alone
+        // (what is left when the detector finds fewer than five bodies).
+        let cobb = curvature::cobb_coronal(line.as_ref(), vertebrae).map(|c| c.angle_deg);
         let cobb_line = line
             .as_ref()
             .and_then(curvature::cobb_coronal_deg)
@@ -223,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cobb_err.len()
     );
     println!(
-        "Cobb median abs error: {:.1} deg from the bodies' centres (truth positions), {:.1} deg \
+        "Cobb median abs error: {:.1} deg from the centres of the bodies found, {:.1} deg \
          from the centreline alone",
         cobb_med,
         median(cobb_line_err.clone())

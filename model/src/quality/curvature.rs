@@ -141,6 +141,14 @@ const MM_PER_DEGREE: f64 = 70.0;
 /// when no vertebrae are known: the fit spans the whole line, so the wobble of single points
 /// averages out instead of reading as tilt.
 pub fn fitted_coronal_tilts(line: &Centreline) -> Vec<(f64, f64)> {
+    fitted_tilts_with(line, MM_PER_DEGREE, END_TRIM_MM)
+}
+
+/// Length at each end of the fitted line whose slope is not used, mm: a polynomial swings at
+/// its ends and the localiser's evidence thins out there.
+const END_TRIM_MM: f64 = 15.0;
+
+fn fitted_tilts_with(line: &Centreline, mm_per_degree: f64, trim: f64) -> Vec<(f64, f64)> {
     let pts: Vec<(f64, f64, f64)> = line
         .points_mm
         .iter()
@@ -157,7 +165,7 @@ pub fn fitted_coronal_tilts(line: &Centreline) -> Vec<(f64, f64)> {
     if span < 2.0 * TANGENT_HALF_MM {
         return Vec::new();
     }
-    let deg = ((span / MM_PER_DEGREE).round() as usize).clamp(1, 6);
+    let deg = ((span / mm_per_degree).round() as usize).clamp(1, 6);
     let (zc, h) = (0.5 * (z0 + z1), 0.5 * span);
     let mut w: Vec<f64> = pts.iter().map(|p| p.2).collect();
     let mut coef = vec![0.0; deg + 1];
@@ -181,9 +189,8 @@ pub fn fitted_coronal_tilts(line: &Centreline) -> Vec<(f64, f64)> {
             };
         }
     }
-    // The polynomial swings at its ends: trust the slope only a window inside them.
     pts.iter()
-        .filter(|p| p.0 - z0 >= 0.5 * TANGENT_HALF_MM && z1 - p.0 >= 0.5 * TANGENT_HALF_MM)
+        .filter(|p| p.0 - z0 >= trim && z1 - p.0 >= trim)
         .map(|p| {
             let u = (p.0 - zc) / h;
             let dx = poly_deriv(&coef, u) / h;
@@ -231,8 +238,9 @@ fn poly_fit(pts: &[(f64, f64, f64)], w: &[f64], zc: f64, h: f64, deg: usize) -> 
         for r in 0..m {
             if r != col {
                 let f = a[r][col] / a[col][col];
-                for c in col..=m {
-                    a[r][c] -= f * a[col][c];
+                let pivot = a[col].clone();
+                for (x, p) in a[r][col..=m].iter_mut().zip(&pivot[col..=m]) {
+                    *x -= f * p;
                 }
             }
         }
@@ -451,7 +459,17 @@ mod tests {
             let want = ph.truth.study.cobb_angle_in_view_deg;
             let v = vertebrae_of(&ph);
             let cen = cobb_from_centres(&v).unwrap().angle_deg;
-            eprintln!("seed {seed}: centres {cen:.1} truth {want:.1} n {}", v.len());
+            eprintln!(
+                "seed {seed}: centres {cen:.1} truth {want:.1} n {}",
+                v.len()
+            );
+            for mpd in [50.0, 70.0, 100.0, 140.0] {
+                for trim in [15.0, 30.0, 45.0] {
+                    let t = fitted_tilts_with(&line, mpd, trim);
+                    let c = widest_pair(&t).map_or(f64::NAN, |x| x.0.to_degrees());
+                    eprintln!("diag {seed} {mpd} {trim} {c:.1} {want:.1}");
+                }
+            }
             errs.push((got - want).abs());
             eprintln!("seed {seed}: cobb {got:.1} truth {want:.1}");
         }

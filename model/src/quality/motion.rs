@@ -125,7 +125,11 @@ pub fn signals_mm(volume: &Volume, centreline: Option<&Centreline>) -> Option<Ve
                 // of columns at the midline.
                 let (rows, cols) = match spine {
                     Some(v) if v[1] >= 0.0 && v[1] < ny as f64 => {
-                        let t = if down > 0.0 { v[1] } else { ny as f64 - 1.0 - v[1] };
+                        let t = if down > 0.0 {
+                            v[1]
+                        } else {
+                            ny as f64 - 1.0 - v[1]
+                        };
                         let t = t.round() as usize;
                         (
                             t.saturating_sub(by)..(t + by + 1).min(ny),
@@ -217,7 +221,8 @@ pub fn detect(volume: &Volume, centreline: Option<&Centreline>) -> MotionReport 
             continue;
         }
         // Every band jumps the same way by at least half the step...
-        let alike = (0..3).all(|c| devs[c][k].is_finite() && devs[c][k] * step >= 0.5 * step * step);
+        let alike =
+            (0..3).all(|c| devs[c][k].is_finite() && devs[c][k] * step >= 0.5 * step * step);
         // ...the spine follows...
         let spine = devs[3][k].is_finite() && devs[3][k] * step >= 0.5 * step * step;
         // ...and the midline surface keeps its new level.

@@ -21,6 +21,8 @@ use serde_json::json;
 const SECTORS: usize = 16;
 /// At most this many slices are examined (evenly spread): enough for a robust median, cheap.
 const MAX_SLICES: usize = 40;
+/// Sectors (of `SECTORS`) that must lie in tissue at a radius for a ring to be measured there.
+const MIN_SECTORS: usize = SECTORS / 2;
 /// Half width of the radial median that removes anatomy, mm.
 const DETREND_MM: f64 = 4.0;
 /// Rings closer to the centre than this have too few pixels per sector to be measured.
@@ -50,7 +52,8 @@ pub struct Ring {
 pub struct RingReport {
     /// Centre searched about, LPS mm.
     pub centre_mm: [f64; 3],
-    /// Continuous statistic (largest ring z-score; 0 when nothing stands out).
+    /// Continuous statistic (largest z-score of a ring persisting over `PERSIST_FRACTION` of the
+    /// slices; 0 when none stands out).
     pub score: f64,
     /// Rings above the detection z-score, strongest first.
     pub rings: Vec<Ring>,
@@ -74,6 +77,10 @@ pub fn centre_mm(volume: &Volume, scan: &ScanInfo) -> [f64; 3] {
 
 /// z-score at which a radius is reported as a ring candidate.
 const CANDIDATE_Z: f64 = 5.0;
+/// Share of the examined slices a ring must show on: a failing detector channel draws its ring
+/// on every slice, while anatomy that happens to lie at one radius (chest wall, ribs) does so
+/// over part of the scan only.
+pub const PERSIST_FRACTION: f64 = 0.8;
 
 /// Searches the volume for rings about `centre` (LPS mm; only its in-plane position matters).
 pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
@@ -159,8 +166,10 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
                     let m = median(&mut win);
                     across.push(v - m);
                 }
-                // Fewer than 5 sectors in tissue: too little of the circle to call it a ring.
-                if across.len() >= 5 {
+                // A detector ring is a whole circle; under half of it in tissue is too little to
+                // tell it from the body wall, which at large radii shows in a few lateral
+                // sectors only and persists over a short scan.
+                if across.len() >= MIN_SECTORS {
                     *out = median(&mut across);
                 }
             }
@@ -195,11 +204,21 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
         };
     }
     let z: Vec<f64> = ms.iter().map(|v| v.abs() / sd).collect();
-    let score = z
-        .iter()
-        .cloned()
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+    // Where along z a residual of sign and size `contrast` shows at bin `b`: same sign and
+    // above half its contrast.
+    let seen_on = |b: usize, contrast: f64| -> Vec<usize> {
+        ks.iter()
+            .zip(&per_slice)
+            .filter(|(_, r)| {
+                let v = (b.saturating_sub(1)..(b + 2).min(nb))
+                    .map(|bb| r[bb])
+                    .filter(|v| v.is_finite())
+                    .fold(0.0, |acc: f64, v| if v.abs() > acc.abs() { v } else { acc });
+                v * contrast > 0.0 && v.abs() >= 0.5 * contrast.abs()
+            })
+            .map(|(&k, _)| k)
+            .collect()
+    };
     // Peaks: local maxima above the candidate level, at least 3 mm apart.
     let sep = (3.0 / dr).ceil() as usize;
     let mut order: Vec<usize> = (0..nb)
@@ -219,19 +238,7 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
             .filter(|v| v.is_finite())
             .max_by(|a, c| a.abs().total_cmp(&c.abs()))
             .unwrap_or(0.0);
-        // Where along z it shows: same sign and above half its contrast.
-        let seen: Vec<usize> = ks
-            .iter()
-            .zip(&per_slice)
-            .filter(|(_, r)| {
-                let v = (b.saturating_sub(1)..(b + 2).min(nb))
-                    .map(|bb| r[bb])
-                    .filter(|v| v.is_finite())
-                    .fold(0.0, |acc: f64, v| if v.abs() > acc.abs() { v } else { acc });
-                v * contrast > 0.0 && v.abs() >= 0.5 * contrast.abs()
-            })
-            .map(|(&k, _)| k)
-            .collect();
+        let seen = seen_on(b, contrast);
         let zmm = |k: usize| g.voxel_to_patient([c[0], c[1], k as f64])[2];
         let z_range_mm = match (seen.first(), seen.last()) {
             (Some(&a), Some(&b)) => [zmm(a), zmm(b)],
@@ -245,6 +252,17 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
             slice_fraction: seen.len() as f64 / n_s as f64,
         });
     }
+    // The study's ring statistic: the largest z-score at any radius whose residual persists
+    // over the slices, candidate or not, so that faint rings still rank above noise (whose
+    // sign changes from slice to slice) in an ROC analysis.
+    let score = (0..nb)
+        .filter(|&b| z[b].is_finite())
+        .filter(|&b| {
+            let seen = seen_on(b, m[b]);
+            seen.len() as f64 >= PERSIST_FRACTION * n_s as f64
+        })
+        .map(|b| z[b])
+        .fold(0.0, f64::max);
     RingReport {
         centre_mm: centre,
         score,
@@ -265,7 +283,9 @@ pub fn flag_for(
         .rings
         .iter()
         .filter(|r| {
-            r.score >= opts.ring_min_score && r.contrast_hu.abs() >= opts.ring_min_contrast_hu
+            r.score >= opts.ring_min_score
+                && r.contrast_hu.abs() >= opts.ring_min_contrast_hu
+                && r.slice_fraction >= PERSIST_FRACTION
         })
         .collect();
     if found.is_empty() {
