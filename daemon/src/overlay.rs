@@ -199,10 +199,13 @@ struct Layout {
 }
 
 impl Layout {
-    /// Upscales so the image is comfortable to read and the canvas's short side >= 512.
-    fn new(src_w: usize, src_h: usize) -> Self {
+    /// Scales the image to about 1000 rows, comfortable on a reading screen, with the
+    /// canvas's short side >= 512. `min_scale` bounds the shrinking of tall (whole-body)
+    /// studies: the reformat keeps every source pixel, the overview sagittal slices may halve
+    /// (unbounded, a 2 m study's slices were 17 MB each and slowed delivery).
+    fn new(src_w: usize, src_h: usize, min_scale: f64) -> Self {
         let scale = (1000.0 / src_h.max(1) as f64)
-            .clamp(2.0, 6.0)
+            .clamp(min_scale, 6.0)
             .max(MIN_SIDE_PX as f64 / src_h.max(1) as f64);
         Self {
             scale,
@@ -227,7 +230,7 @@ impl Layout {
 
 /// The curved reformat with marks; anterior left, cranial top.
 pub fn render_reformat(r: &Reformat, findings: &Findings, header: &[String]) -> RgbImage {
-    let lay = Layout::new(r.width, r.height);
+    let lay = Layout::new(r.width, r.height, 1.0);
     let footer = footer_lines(
         findings,
         header,
@@ -293,7 +296,7 @@ pub fn render_sagittal(
     let px = g.spacing[0].min(g.spacing[1]).max(0.5);
     let src_w = ((y1 - y0) / px).floor() as usize + 1;
     let src_h = ((z1 - z0) / px).floor() as usize + 1;
-    let lay = Layout::new(src_w, src_h);
+    let lay = Layout::new(src_w, src_h, 0.5);
     let side = if x_mm >= 0.0 { "left" } else { "right" };
     let view = format!("Sagittal slice x = {x_mm:.0} mm ({side} of the scanner axis)");
     let footer = footer_lines(findings, header, &view, lay.width());

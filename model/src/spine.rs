@@ -249,42 +249,15 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
         .collect();
 
     // Dynamic programming: maximise summed score minus a smoothness penalty.
-    let step = [0, 1]
-        .map(|a| ((opts.max_slope * work.cell[2] / work.cell[a]).ceil() as isize).clamp(1, 6));
-    let n = nx * ny;
+    let step = [0, 1].map(|a| {
+        ((opts.max_slope * work.cell[2] / work.cell[a]).ceil() as isize).clamp(1, MAX_STEP)
+    });
     let mut acc = scores[0].clone();
-    let mut back: Vec<Vec<u32>> = Vec::with_capacity(work.nz);
-    back.push((0..n as u32).collect());
+    let mut back: Vec<Vec<u8>> = Vec::with_capacity(work.nz);
+    back.push(vec![pack(0, 0); nx * ny]);
     for score in scores.iter().skip(1) {
-        let prev = &acc;
-        let (next, arg): (Vec<f32>, Vec<u32>) = (0..n)
-            .into_par_iter()
-            .map(|idx| {
-                let (x, y) = ((idx % nx) as isize, (idx / nx) as isize);
-                let mut best = f32::NEG_INFINITY;
-                let mut arg = idx as u32;
-                for dy in -step[1]..=step[1] {
-                    let py = y + dy;
-                    if py < 0 || py >= ny as isize {
-                        continue;
-                    }
-                    for dx in -step[0]..=step[0] {
-                        let px = x + dx;
-                        if px < 0 || px >= nx as isize {
-                            continue;
-                        }
-                        let pi = py as usize * nx + px as usize;
-                        let v = prev[pi] - opts.smoothness * (dx * dx + dy * dy) as f32;
-                        if v > best {
-                            best = v;
-                            arg = pi as u32;
-                        }
-                    }
-                }
-                (best + score[idx], arg)
-            })
-            .unzip();
-        acc = next;
+        let (best, arg) = max_shift(&acc, nx, ny, step, opts.smoothness);
+        acc = best.iter().zip(score).map(|(b, s)| b + s).collect();
         back.push(arg);
     }
     let mut idx = acc
@@ -296,7 +269,9 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     let mut path = vec![0usize; work.nz];
     for kz in (0..work.nz).rev() {
         path[kz] = idx;
-        idx = back[kz][idx] as usize;
+        let (dx, dy) = unpack(back[kz][idx]);
+        let (x, y) = ((idx % nx) as isize + dx, (idx / nx) as isize + dy);
+        idx = y as usize * nx + x as usize;
     }
     if acc.iter().cloned().fold(f32::NEG_INFINITY, f32::max) <= 0.0 {
         return Err(Error::Spine(
@@ -404,6 +379,91 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     Ok(Centreline { points_mm, score })
 }
 
+/// Largest per-slice shift of the track, in cells, along either in-plane axis.
+const MAX_STEP: isize = 6;
+const STEP_CODES: isize = 2 * MAX_STEP + 1;
+
+/// Packs a predecessor offset (dx, dy), each within MAX_STEP, into one byte.
+fn pack(dx: isize, dy: isize) -> u8 {
+    ((dx + MAX_STEP) * STEP_CODES + dy + MAX_STEP) as u8
+}
+
+fn unpack(code: u8) -> (isize, isize) {
+    let c = code as isize;
+    (c / STEP_CODES - MAX_STEP, c % STEP_CODES - MAX_STEP)
+}
+
+/// For every cell, the best predecessor within `step` cells and its penalised value:
+/// max over |dx| <= step[0], |dy| <= step[1] of prev - smoothness * (dx^2 + dy^2).
+/// The penalty is a sum of an x and a y term over a rectangular window, so the maximum
+/// separates into a pass along x then one along y, each a few shifted whole-row compares
+/// the compiler vectorises. Predecessors are kept as packed offsets (one byte per cell per
+/// slice): this was the slowest stage of the analysis and its largest allocation.
+fn max_shift(
+    prev: &[f32],
+    nx: usize,
+    ny: usize,
+    step: [isize; 2],
+    smoothness: f32,
+) -> (Vec<f32>, Vec<u8>) {
+    let step = step.map(|s| s.clamp(0, MAX_STEP));
+    const ROWS: usize = 16;
+    let mut row_best = vec![f32::NEG_INFINITY; nx * ny];
+    let mut row_dx = vec![0i8; nx * ny];
+    row_best
+        .par_chunks_mut(nx * ROWS)
+        .zip(row_dx.par_chunks_mut(nx * ROWS))
+        .enumerate()
+        .for_each(|(chunk, (best, arg))| {
+            for (r, (best, arg)) in best.chunks_mut(nx).zip(arg.chunks_mut(nx)).enumerate() {
+                let y = chunk * ROWS + r;
+                let row = &prev[y * nx..(y + 1) * nx];
+                for dx in -step[0]..=step[0] {
+                    let pen = smoothness * (dx * dx) as f32;
+                    let x0 = (-dx).max(0) as usize;
+                    let x1 = (nx as isize - dx.max(0)).max(0) as usize;
+                    let src = &row[(x0 as isize + dx) as usize..(x1 as isize + dx).max(0) as usize];
+                    for ((b, a), &v) in best[x0..x1].iter_mut().zip(&mut arg[x0..x1]).zip(src) {
+                        let v = v - pen;
+                        if v > *b {
+                            *b = v;
+                            *a = dx as i8;
+                        }
+                    }
+                }
+            }
+        });
+    let mut best = vec![f32::NEG_INFINITY; nx * ny];
+    let mut code = vec![0u8; nx * ny];
+    best.par_chunks_mut(nx * ROWS)
+        .zip(code.par_chunks_mut(nx * ROWS))
+        .enumerate()
+        .for_each(|(chunk, (best, code))| {
+            for (r, (best, code)) in best.chunks_mut(nx).zip(code.chunks_mut(nx)).enumerate() {
+                let y = (chunk * ROWS + r) as isize;
+                for dy in -step[1]..=step[1] {
+                    let py = y + dy;
+                    if py < 0 || py >= ny as isize {
+                        continue;
+                    }
+                    let pen = smoothness * (dy * dy) as f32;
+                    let src = &row_best[py as usize * nx..(py as usize + 1) * nx];
+                    let dxs = &row_dx[py as usize * nx..(py as usize + 1) * nx];
+                    for (((b, c), &v), &dx) in
+                        best.iter_mut().zip(code.iter_mut()).zip(src).zip(dxs)
+                    {
+                        let v = v - pen;
+                        if v > *b {
+                            *b = v;
+                            *c = pack(dx as isize, dy);
+                        }
+                    }
+                }
+            }
+        });
+    (best, code)
+}
+
 /// Mean of three cells centred at `p` along `across`: a profile sample that tolerates one
 /// noisy cell. Outside the image counts as air.
 fn band_mean(img: &[f32], nx: usize, ny: usize, p: (isize, isize), across: (isize, isize)) -> f32 {
@@ -476,6 +536,39 @@ mod tests {
                 miss < 12.0,
                 "seed {seed} cobb {cobb} kyphosis {kyphosis}: {miss:.1} mm"
             );
+        }
+    }
+
+    #[test]
+    fn separable_max_shift_equals_the_full_window() {
+        let (nx, ny, step, lambda) = (23usize, 17usize, [3isize, 2isize], 0.07f32);
+        let mut rng = crate::phantom::Rng::new(5);
+        let prev: Vec<f32> = (0..nx * ny).map(|_| rng.f64() as f32).collect();
+        let (best, arg) = max_shift(&prev, nx, ny, step, lambda);
+        for y in 0..ny as isize {
+            for x in 0..nx as isize {
+                let mut want = f32::NEG_INFINITY;
+                for dy in -step[1]..=step[1] {
+                    for dx in -step[0]..=step[0] {
+                        let (px, py) = (x + dx, y + dy);
+                        if px >= 0 && py >= 0 && px < nx as isize && py < ny as isize {
+                            let v = prev[py as usize * nx + px as usize]
+                                - lambda * (dx * dx + dy * dy) as f32;
+                            want = want.max(v);
+                        }
+                    }
+                }
+                let i = y as usize * nx + x as usize;
+                assert!((best[i] - want).abs() < 1e-6, "value at ({x},{y})");
+                // The chosen predecessor is inside the window and yields that value.
+                let (dx, dy) = unpack(arg[i]);
+                let (ax, ay) = (x + dx, y + dy);
+                assert!(dx.abs() <= step[0] && dy.abs() <= step[1]);
+                assert!(ax >= 0 && ay >= 0 && ax < nx as isize && ay < ny as isize);
+                let a = ay as usize * nx + ax as usize;
+                let got = prev[a] - lambda * (dx * dx + dy * dy) as f32;
+                assert!((got - want).abs() < 1e-6, "argmax at ({x},{y})");
+            }
         }
     }
 

@@ -179,6 +179,7 @@ def batches(samples, batch, rng):
                 lo = int(min(max(cy - CROP_H + 40, 0), h - CROP_H))
                 hi = int(min(max(cy - 40, lo), h - CROP_H))
                 top = rng.randint(lo, hi)
+                crop = img[top : top + CROP_H]
             elif h >= CROP_H:
                 top = rng.randint(0, h - CROP_H)
                 crop = img[top : top + CROP_H]
