@@ -36,8 +36,12 @@ make_set() {
     "$VCFD" dataset --out "$WORK/$name" --count "$count" --seed "$seed" "$@" >"$WORK/$name.log" 2>&1
 }
 make_set d1 260 1000 --coarse-every 0 &
+d1=$!
 make_set d2 141 2000 --coarse-every 0 &
-wait
+d2=$!
+# Wait on each job: a bare `wait` returns 0 even when a set failed.
+wait "$d1"
+wait "$d2"
 make_set d3 160 3000 --fractures 4
 
 if [ ! -x "$VENV/bin/python" ]; then

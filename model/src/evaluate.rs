@@ -181,9 +181,17 @@ pub fn measurable(volume: &Volume, v: &VertebraTruth) -> bool {
         })
 }
 
-/// One truth fracture: (level, truth deformity, measured deformity or None if missed, truth
-/// heights a/m/p, measured heights a/m/p).
-pub type FractureScore = (String, f64, Option<f64>, [f64; 3], Option<[f64; 3]>);
+/// One truth fracture (Genant >= 2) and what the analysis measured on it, for the per-case
+/// printout that shows where the network under- or over-reads a deformity.
+#[derive(Clone, Debug)]
+pub struct FractureScore {
+    pub level: String,
+    pub truth_deformity: f64,
+    /// Heights anterior, middle, posterior, mm.
+    pub truth_heights_mm: [f64; 3],
+    /// Deformity and heights of the matched detection; `None` when the body was missed.
+    pub measured: Option<(f64, [f64; 3])>,
+}
 
 /// Scores of one case, ready to aggregate.
 #[derive(Clone, Debug, Default)]
@@ -206,8 +214,7 @@ pub struct CaseScore {
     pub grade_agree: usize,
     pub seconds: f64,
     pub reliable: bool,
-    /// Truth bodies of grade >= 2: (level, truth deformity, measured deformity or None if
-    /// missed, truth heights a/m/p, measured heights a/m/p).
+    /// Truth bodies of grade >= 2.
     pub fractures: Vec<FractureScore>,
 }
 
@@ -252,13 +259,12 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
             .push((t.genant_grade >= 2, det.map_or(0.0, |d| d.deformity)));
         if t.genant_grade >= 2 {
             let h = |h: &crate::truth::Heights| [h.anterior, h.middle, h.posterior];
-            s.fractures.push((
-                t.level.clone(),
-                t.deformity,
-                det.map(|d| d.deformity),
-                h(&t.heights_mm),
-                det.map(|d| h(&d.heights_mm)),
-            ));
+            s.fractures.push(FractureScore {
+                level: t.level.clone(),
+                truth_deformity: t.deformity,
+                truth_heights_mm: h(&t.heights_mm),
+                measured: det.map(|d| (d.deformity, h(&d.heights_mm))),
+            });
         }
         if let Some(d) = det {
             s.matched += 1;

@@ -256,8 +256,11 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     let mut back: Vec<Vec<u8>> = Vec::with_capacity(work.nz);
     back.push(vec![pack(0, 0); nx * ny]);
     for score in scores.iter().skip(1) {
-        let (best, arg) = max_shift(&acc, nx, ny, step, opts.smoothness);
-        acc = best.iter().zip(score).map(|(b, s)| b + s).collect();
+        let (mut best, arg) = max_shift(&acc, nx, ny, step, opts.smoothness);
+        for (b, s) in best.iter_mut().zip(score) {
+            *b += s;
+        }
+        acc = best;
         back.push(arg);
     }
     let mut idx = acc

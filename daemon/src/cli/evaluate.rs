@@ -73,23 +73,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             s.false_detections,
             secs
         );
-        for (level, td, md, th, mh) in &s.fractures {
+        for f in &s.fractures {
+            let h = |h: &[f64; 3]| format!("{:.1}/{:.1}/{:.1}", h[0], h[1], h[2]);
             println!(
-                "           fracture {level}: truth {:.0} % (Ha/Hm/Hp {:.1}/{:.1}/{:.1}) measured {}",
-                td * 100.0,
-                th[0],
-                th[1],
-                th[2],
-                match (md, mh) {
-                    (Some(d), Some(h)) => format!(
-                        "{:.0} % ({:.1}/{:.1}/{:.1})",
+                "           fracture {}: truth {:.0} % (Ha/Hm/Hp {}) measured {}",
+                f.level,
+                f.truth_deformity * 100.0,
+                h(&f.truth_heights_mm),
+                f.measured
+                    .as_ref()
+                    .map_or("missed".into(), |(d, mh)| format!(
+                        "{:.0} % ({})",
                         d * 100.0,
-                        h[0],
-                        h[1],
-                        h[2]
-                    ),
-                    _ => "missed".into(),
-                }
+                        h(mh)
+                    ))
             );
         }
         scores.push(s);

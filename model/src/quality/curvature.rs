@@ -136,19 +136,15 @@ fn widest_pair(t: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
 /// vertebrae is as much as a scoliotic curve has, the localiser's wobble is shorter.
 const MM_PER_DEGREE: f64 = 70.0;
 
+/// Length at each end of the fitted line whose slope is not used, mm: a polynomial swings at
+/// its ends and the localiser's evidence thins out there.
+const END_TRIM_MM: f64 = 15.0;
+
 /// Coronal tilts (z, rad) of a score-weighted, outlier-resistant polynomial fit of the
 /// centreline's lateral offset x(z), at the well-supported points. Replaces the local line fits
 /// when no vertebrae are known: the fit spans the whole line, so the wobble of single points
 /// averages out instead of reading as tilt.
 pub fn fitted_coronal_tilts(line: &Centreline) -> Vec<(f64, f64)> {
-    fitted_tilts_with(line, MM_PER_DEGREE, END_TRIM_MM)
-}
-
-/// Length at each end of the fitted line whose slope is not used, mm: a polynomial swings at
-/// its ends and the localiser's evidence thins out there.
-const END_TRIM_MM: f64 = 15.0;
-
-fn fitted_tilts_with(line: &Centreline, mm_per_degree: f64, trim: f64) -> Vec<(f64, f64)> {
     let pts: Vec<(f64, f64, f64)> = line
         .points_mm
         .iter()
@@ -165,7 +161,7 @@ fn fitted_tilts_with(line: &Centreline, mm_per_degree: f64, trim: f64) -> Vec<(f
     if span < 2.0 * TANGENT_HALF_MM {
         return Vec::new();
     }
-    let deg = ((span / mm_per_degree).round() as usize).clamp(1, 6);
+    let deg = ((span / MM_PER_DEGREE).round() as usize).clamp(1, 6);
     let (zc, h) = (0.5 * (z0 + z1), 0.5 * span);
     let mut w: Vec<f64> = pts.iter().map(|p| p.2).collect();
     let mut coef = vec![0.0; deg + 1];
@@ -190,7 +186,7 @@ fn fitted_tilts_with(line: &Centreline, mm_per_degree: f64, trim: f64) -> Vec<(f
         }
     }
     pts.iter()
-        .filter(|p| p.0 - z0 >= trim && z1 - p.0 >= trim)
+        .filter(|p| p.0 - z0 >= END_TRIM_MM && z1 - p.0 >= END_TRIM_MM)
         .map(|p| {
             let u = (p.0 - zc) / h;
             let dx = poly_deriv(&coef, u) / h;
@@ -235,11 +231,11 @@ fn poly_fit(pts: &[(f64, f64, f64)], w: &[f64], zc: f64, h: f64, deg: usize) -> 
             return None;
         }
         a.swap(col, piv);
-        for r in 0..m {
+        let pivot = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                let pivot = a[col].clone();
-                for (x, p) in a[r][col..=m].iter_mut().zip(&pivot[col..=m]) {
+                let f = row[col] / pivot[col];
+                for (x, p) in row[col..=m].iter_mut().zip(&pivot[col..=m]) {
                     *x -= f * p;
                 }
             }
@@ -463,13 +459,6 @@ mod tests {
                 "seed {seed}: centres {cen:.1} truth {want:.1} n {}",
                 v.len()
             );
-            for mpd in [50.0, 70.0, 100.0, 140.0] {
-                for trim in [15.0, 30.0, 45.0] {
-                    let t = fitted_tilts_with(&line, mpd, trim);
-                    let c = widest_pair(&t).map_or(f64::NAN, |x| x.0.to_degrees());
-                    eprintln!("diag {seed} {mpd} {trim} {c:.1} {want:.1}");
-                }
-            }
             errs.push((got - want).abs());
             eprintln!("seed {seed}: cobb {got:.1} truth {want:.1}");
         }
