@@ -21,8 +21,10 @@ use serde_json::json;
 const SECTORS: usize = 16;
 /// At most this many slices are examined (evenly spread): enough for a robust median, cheap.
 const MAX_SLICES: usize = 40;
-/// Sectors (of `SECTORS`) that must lie in tissue at a radius for a ring to be measured there.
-const MIN_SECTORS: usize = SECTORS / 2;
+/// Sectors (of `SECTORS`) that must lie in tissue at a radius for a ring to be measured there:
+/// three quarters. A detector ring is a whole circle; with half, the body wall of a wide
+/// abdomen (tissue in the lateral sectors only) passed as a faint persistent ring.
+const MIN_SECTORS: usize = SECTORS * 3 / 4;
 /// Half width of the radial median that removes anatomy, mm.
 const DETREND_MM: f64 = 4.0;
 /// Rings closer to the centre than this have too few pixels per sector to be measured.
@@ -166,9 +168,8 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
                     let m = median(&mut win);
                     across.push(v - m);
                 }
-                // A detector ring is a whole circle; under half of it in tissue is too little to
-                // tell it from the body wall, which at large radii shows in a few lateral
-                // sectors only and persists over a short scan.
+                // A detector ring is a whole circle; with less of it in tissue it cannot be told
+                // from the body wall, which at large radii shows in the lateral sectors only.
                 if across.len() >= MIN_SECTORS {
                     *out = median(&mut across);
                 }
