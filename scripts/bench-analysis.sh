@@ -4,6 +4,9 @@
 # phantom once, then runs `vcfd analyze` RUNS times per precision under /usr/bin/time and
 # prints wall time, peak RSS and the stage timings from report.json.
 set -euo pipefail
+# As under systemd: with RUST_BACKTRACE set, every error the DICOM parser raises internally
+# (it ends a data set on one) captures a backtrace, which costs more than the parse.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 WORK=${WORK:-$(mktemp -d /tmp/vcfd-bench-analysis.XXXXXX)}

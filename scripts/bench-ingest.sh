@@ -10,6 +10,9 @@
 # Not a like-for-like durability comparison: vcfd fsyncs every instance (and flushes sled)
 # before answering Success; storescp writes without fsync. Figures go to docs/BENCHMARKS.md.
 set -euo pipefail
+# As under systemd: with RUST_BACKTRACE set, every error the DICOM parser raises internally
+# (it ends a data set on one) captures a backtrace, which costs more than the parse.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 cd "$(dirname "$0")/.."
 
 VCFD=${VCFD:-target/release/vcfd}

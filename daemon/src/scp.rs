@@ -430,12 +430,13 @@ fn pdu_name(p: &Pdu) -> &'static str {
 }
 
 fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u16> {
-    obj.element(tag).ok()?.to_int::<u16>().ok()
+    obj.get(tag)?.to_int::<u16>().ok()
 }
 
+/// `get`, not `element`: a missing tag must not build an error (with a backtrace when
+/// RUST_BACKTRACE is set) on every instance received.
 fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    obj.element(tag)
-        .ok()
+    obj.get(tag)
         .and_then(|e| e.to_str().ok())
         .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
         .unwrap_or_default()
@@ -555,6 +556,33 @@ fn series_ids(obj: &InMemDicomObject) -> Option<(String, String)> {
     ))
 }
 
+/// For native (unencapsulated) pixel data: why the data set is too short to hold the frames its
+/// header describes, or None. The header-only parse does not read the pixels, so a sender's
+/// truncated data set would otherwise be accepted and fail only in the analysis.
+fn short_native_pixels(
+    obj: &InMemDicomObject,
+    ts: &dicom_encoding::TransferSyntax,
+    len: usize,
+) -> Option<String> {
+    if ts.is_encapsulated_pixel_data() || !ts.is_codec_free() {
+        return None;
+    }
+    let n = |tag| obj.get(tag)?.to_int::<u64>().ok();
+    let (rows, cols, bits) = (n(tags::ROWS)?, n(tags::COLUMNS)?, n(tags::BITS_ALLOCATED)?);
+    let spp = n(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let frames = obj
+        .get(tags::NUMBER_OF_FRAMES)
+        .and_then(|e| e.to_str().ok())
+        .and_then(|s| s.trim_end_matches(['\0', ' ']).trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    let need = rows * cols * spp * frames * bits.div_ceil(8);
+    (need > len as u64).then(|| {
+        format!(
+            "data set of {len} bytes cannot hold {frames} frame(s) of {rows}x{cols}x{spp} at {bits} bits"
+        )
+    })
+}
+
 /// UIDs are NUL-padded to an even length (PS3.5 9.1).
 fn even_uid(uid: &str) -> String {
     if uid.len() % 2 == 1 {
@@ -597,13 +625,42 @@ async fn store(
     let Some(ts) = TransferSyntaxRegistry.get(&ts_uid) else {
         return status::CANNOT_UNDERSTAND;
     };
-    let obj = match InMemDicomObject::read_dataset_with_ts(&data[..], ts) {
+    let meta = match dicom_object::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(ts_uid.as_str())
+        .implementation_class_uid(crate::dicom_out::uid_from_key("vcfd implementation class"))
+        .build()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("C-STORE from {calling:?}: cannot build file meta: {e}");
+            return status::CANNOT_UNDERSTAND;
+        }
+    };
+    let mut header = vec![0u8; 128];
+    header.extend_from_slice(b"DICM");
+    if let Err(e) = meta.write(&mut header) {
+        log::error!("writing file meta: {e}");
+        return status::PROCESSING_FAILURE;
+    }
+    // Only the attributes before Pixel Data are needed here; the pixels are spooled as they
+    // came and decoded by the analysis. Parsing them too cost about as much as the fsync.
+    let obj = match dicom_object::OpenFileOptions::new()
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(std::io::Read::chain(&header[128..], &data[..]))
+    {
         Ok(o) => o,
         Err(e) => {
             log::warn!("C-STORE from {calling:?}: undecodable data set: {e}");
             return status::CANNOT_UNDERSTAND;
         }
     };
+    if let Some(why) = short_native_pixels(&obj, ts, data.len()) {
+        log::warn!("C-STORE from {calling:?}: {why}");
+        return status::CANNOT_UNDERSTAND;
+    }
     // Anonymisers sometimes empty the UIDs of the data set; the command (and later the file
     // meta) still carries the SOP UIDs, and the series is grouped by frame of reference and
     // image geometry, as the loader does. Present-but-different values are refused.
@@ -657,25 +714,6 @@ async fn store(
             return status::OUT_OF_RESOURCES;
         }
     }
-    let meta = match dicom_object::FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(sop_class)
-        .media_storage_sop_instance_uid(sop_instance)
-        .transfer_syntax(ts_uid.as_str())
-        .implementation_class_uid(crate::dicom_out::uid_from_key("vcfd implementation class"))
-        .build()
-    {
-        Ok(m) => m,
-        Err(e) => {
-            log::warn!("C-STORE from {calling:?}: cannot build file meta: {e}");
-            return status::CANNOT_UNDERSTAND;
-        }
-    };
-    let mut header = vec![0u8; 128];
-    header.extend_from_slice(b"DICM");
-    if let Err(e) = meta.write(&mut header) {
-        log::error!("writing file meta: {e}");
-        return status::PROCESSING_FAILURE;
-    }
     let path = ctx.spool.path_for(&series_uid, sop_instance);
     let rec = InstanceRec {
         study_uid: study_uid.clone(),
@@ -713,5 +751,51 @@ async fn store(
                 status::PROCESSING_FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_transfer_syntax_registry::entries::{
+        EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_IMAGE_COMPRESSION_LOSSLESS_ONLY,
+    };
+
+    fn header(rows: u16, cols: u16, bits: u16) -> InMemDicomObject {
+        let mut o = InMemDicomObject::new_empty();
+        o.put(DataElement::new(
+            tags::ROWS,
+            VR::US,
+            dicom_value!(U16, [rows]),
+        ));
+        o.put(DataElement::new(
+            tags::COLUMNS,
+            VR::US,
+            dicom_value!(U16, [cols]),
+        ));
+        o.put(DataElement::new(
+            tags::BITS_ALLOCATED,
+            VR::US,
+            dicom_value!(U16, [bits]),
+        ));
+        o
+    }
+
+    #[test]
+    fn native_pixels_shorter_than_the_header_says_are_refused() {
+        let ts = EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let o = header(512, 512, 16);
+        let full = 512 * 512 * 2 + 1000;
+        assert_eq!(short_native_pixels(&o, &ts, full), None);
+        let why = short_native_pixels(&o, &ts, 512 * 512).expect("half the pixels accepted");
+        assert!(why.contains("512x512"), "{why}");
+        // Encapsulated pixel data is compressed: its length says nothing here.
+        let j2k = JPEG_2000_IMAGE_COMPRESSION_LOSSLESS_ONLY.erased();
+        assert_eq!(short_native_pixels(&o, &j2k, 1000), None);
+        // Without the image attributes there is nothing to check (the analysis says why).
+        assert_eq!(
+            short_native_pixels(&InMemDicomObject::new_empty(), &ts, 10),
+            None
+        );
     }
 }
