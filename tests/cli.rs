@@ -255,3 +255,123 @@ fn analyze_real_ct_finds_a_normal_lumbar_spine() {
     }
     assert!(rep["max_genant_grade"].as_u64().unwrap() < 2, "{rep}");
 }
+
+/// Issue 6's acceptance on phantoms: each problem prints its flag, a clean study prints none.
+/// (The real CT folders are checked in daemon/tests/quality_real.rs.)
+#[test]
+fn analyze_prints_the_quality_flags_and_none_on_a_clean_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "--rows",
+        "192",
+        "--no-fractures",
+        "--no-mimics",
+        "--slice-thickness",
+    ];
+    // (name, extra phantom options, the flag kind expected or none).
+    let cases: [(&str, &[&str], Option<&str>); 5] = [
+        (
+            "clean",
+            &[
+                "3",
+                "--pixel-spacing",
+                "1.8",
+                "--from-level",
+                "T10",
+                "--to-level",
+                "L3",
+            ],
+            None,
+        ),
+        (
+            "rings",
+            &[
+                "3",
+                "--pixel-spacing",
+                "1.8",
+                "--from-level",
+                "T10",
+                "--to-level",
+                "L3",
+                "--rings",
+                "60",
+                "--ring-radii",
+                "70",
+            ],
+            Some("ring_artifact"),
+        ),
+        (
+            "scoliosis",
+            &[
+                "3",
+                "--pixel-spacing",
+                "2.0",
+                "--from-level",
+                "T3",
+                "--to-level",
+                "L4",
+                "--cobb",
+                "30",
+            ],
+            Some("scoliosis"),
+        ),
+        (
+            "metal",
+            &[
+                "3",
+                "--pixel-spacing",
+                "1.8",
+                "--from-level",
+                "T10",
+                "--to-level",
+                "L3",
+                "--metal",
+                "cement:L1",
+            ],
+            Some("metal"),
+        ),
+        (
+            "thick",
+            &[
+                "5",
+                "--slice-spacing",
+                "5",
+                "--pixel-spacing",
+                "1.8",
+                "--from-level",
+                "T10",
+                "--to-level",
+                "L3",
+            ],
+            Some("thick_slices"),
+        ),
+    ];
+    for (seed, (name, extra, expected)) in cases.iter().enumerate() {
+        let ph = dir.path().join(name);
+        run(vcfd()
+            .args(["phantom", "--out", ph.to_str().unwrap(), "--seed"])
+            .arg((31 + seed).to_string())
+            .args(base)
+            .args(*extra));
+        let report = dir.path().join(format!("{name}.json"));
+        let out = run(vcfd().arg("analyze").arg(&ph).arg("--json").arg(&report));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let rep = json(&report);
+        let kinds: Vec<&str> = rep["quality"]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap())
+            .collect();
+        match expected {
+            None => assert!(
+                kinds.is_empty(),
+                "{name}: flags {kinds:?} on a clean phantom"
+            ),
+            Some(k) => {
+                assert!(kinds.contains(k), "{name}: {k} not flagged: {kinds:?}");
+                assert!(stdout.contains(k), "{name}: {k} not printed:\n{stdout}");
+            }
+        }
+    }
+}
