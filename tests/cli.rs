@@ -261,97 +261,61 @@ fn analyze_real_ct_finds_a_normal_lumbar_spine() {
 #[test]
 fn analyze_prints_the_quality_flags_and_none_on_a_clean_study() {
     let dir = tempfile::tempdir().unwrap();
-    let base = [
-        "--rows",
-        "192",
-        "--no-fractures",
-        "--no-mimics",
-        "--slice-thickness",
-    ];
-    // (name, extra phantom options, the flag kind expected or none).
-    let cases: [(&str, &[&str], Option<&str>); 5] = [
-        (
-            "clean",
-            &[
-                "3",
-                "--pixel-spacing",
-                "1.8",
-                "--from-level",
-                "T10",
-                "--to-level",
-                "L3",
-            ],
-            None,
-        ),
+    // (name, slice thickness mm, pixel spacing mm, levels in view, extra options, the flag
+    // expected or none).
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        (&'a str, &'a str),
+        &'a [&'a str],
+        Option<&'a str>,
+    );
+    let lower = ("T10", "L3");
+    let cases: [Case; 5] = [
+        ("clean", "3", "1.8", lower, &[], None),
         (
             "rings",
-            &[
-                "3",
-                "--pixel-spacing",
-                "1.8",
-                "--from-level",
-                "T10",
-                "--to-level",
-                "L3",
-                "--rings",
-                "60",
-                "--ring-radii",
-                "70",
-            ],
+            "3",
+            "1.8",
+            lower,
+            &["--rings", "60", "--ring-radii", "70"],
             Some("ring_artifact"),
         ),
         (
             "scoliosis",
-            &[
-                "3",
-                "--pixel-spacing",
-                "2.0",
-                "--from-level",
-                "T3",
-                "--to-level",
-                "L4",
-                "--cobb",
-                "30",
-            ],
+            "3",
+            "2.0",
+            ("T3", "L4"),
+            &["--cobb", "30"],
             Some("scoliosis"),
         ),
         (
             "metal",
-            &[
-                "3",
-                "--pixel-spacing",
-                "1.8",
-                "--from-level",
-                "T10",
-                "--to-level",
-                "L3",
-                "--metal",
-                "cement:L1",
-            ],
+            "3",
+            "1.8",
+            lower,
+            &["--metal", "cement:L1"],
             Some("metal"),
         ),
         (
             "thick",
-            &[
-                "5",
-                "--slice-spacing",
-                "5",
-                "--pixel-spacing",
-                "1.8",
-                "--from-level",
-                "T10",
-                "--to-level",
-                "L3",
-            ],
+            "5",
+            "1.8",
+            lower,
+            &["--slice-spacing", "5"],
             Some("thick_slices"),
         ),
     ];
-    for (seed, (name, extra, expected)) in cases.iter().enumerate() {
+    for (seed, (name, thickness, spacing, (from, to), extra, expected)) in cases.iter().enumerate()
+    {
         let ph = dir.path().join(name);
         run(vcfd()
             .args(["phantom", "--out", ph.to_str().unwrap(), "--seed"])
             .arg((31 + seed).to_string())
-            .args(base)
+            .args(["--rows", "192", "--no-fractures", "--no-mimics"])
+            .args(["--slice-thickness", thickness, "--pixel-spacing", spacing])
+            .args(["--from-level", from, "--to-level", to])
             .args(*extra));
         let report = dir.path().join(format!("{name}.json"));
         let out = run(vcfd().arg("analyze").arg(&ph).arg("--json").arg(&report));
