@@ -2,8 +2,10 @@
 //! at the same radius in every slice.
 //!
 //! Method: each sampled axial slice is averaged into radial bins (half a pixel wide) in 16
-//! angular sectors about the centre. Anatomy is removed per sector by subtracting a running
-//! radial median (4 mm each side: keeps a 1-2 mm ring, removes organ edges and slow trends),
+//! angular sectors about the centre. Bins are tissue or air (a ring outside the patient is the
+//! same detector fault); bins straddling the skin and air near the rim of the reconstructed disc
+//! are skipped. Anatomy is removed per sector by subtracting a running radial median over bins of
+//! the same class (4 mm each side: keeps a 1-2 mm ring, removes organ edges and slow trends),
 //! then the sector median rejects what is not circular (an organ edge sits at one radius in a
 //! few sectors only) and the median over slices keeps what persists at a fixed radius (anatomy
 //! moves from slice to slice; a detector channel does not). The statistic is the peak of that
@@ -21,9 +23,9 @@ use serde_json::json;
 const SECTORS: usize = 16;
 /// At most this many slices are examined (evenly spread): enough for a robust median, cheap.
 const MAX_SLICES: usize = 40;
-/// Sectors (of `SECTORS`) that must lie in tissue at a radius for a ring to be measured there:
-/// three quarters. A detector ring is a whole circle; with half, the body wall of a wide
-/// abdomen (tissue in the lateral sectors only) passed as a faint persistent ring.
+/// Sectors (of `SECTORS`) that must be measurable (in tissue or in clear air) at a radius for a
+/// ring to be measured there: three quarters. A detector ring is a whole circle; with half, the
+/// body wall of a wide abdomen (the lateral sectors only) passed as a faint persistent ring.
 const MIN_SECTORS: usize = SECTORS * 3 / 4;
 /// Half width of the radial median that removes anatomy, mm.
 const DETREND_MM: f64 = 4.0;
@@ -32,8 +34,16 @@ const MIN_RADIUS_MM: f64 = 6.0;
 /// HU above which a pixel counts as dense tissue for the sector statistics; denser values are
 /// clipped so metal and contrast cannot dominate a bin.
 const HU_CLIP: (f64, f64) = (-1024.0, 1600.0);
-/// A bin with more than this share of air pixels is outside the body (or the field of view).
+/// Pixels below this are air.
 const AIR_HU: i16 = -950;
+/// A bin with a fifth or more of air pixels is measured as air when its mean is below this (a
+/// ring drawn in air is as much a detector fault as one drawn in tissue), else it straddles
+/// the skin and is not measured.
+const AIR_BIN_HU: f64 = -800.0;
+/// Below this a pixel is padding outside the reconstructed disc, not air.
+const PAD_HU: i16 = -1024;
+/// Air closer than this to the edge of the inscribed circle is not measured, mm.
+const AIR_EDGE_MARGIN_MM: f64 = 20.0;
 
 /// One ring found.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,6 +140,17 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
         .collect();
     let w = (DETREND_MM / dr).round().max(2.0) as usize;
     let b_min = (MIN_RADIUS_MM / dr).ceil() as usize;
+    // Air is measured only well inside the circle inscribed in the image: scanners reconstruct
+    // a disc and its rim is itself a circle about the same centre.
+    let inscribed = [
+        c[0] * psx,
+        (nx as f64 - 1.0 - c[0]) * psx,
+        c[1] * psy,
+        (ny as f64 - 1.0 - c[1]) * psy,
+    ]
+    .into_iter()
+    .fold(f64::INFINITY, f64::min);
+    let b_air_max = ((inscribed - AIR_EDGE_MARGIN_MM).max(0.0) / dr) as usize;
     // Per slice: the sector-median residual at each radial bin (NaN where not measurable).
     let per_slice: Vec<Vec<f64>> = ks
         .par_iter()
@@ -139,16 +160,29 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
             let mut cnt = vec![0u32; nb * SECTORS];
             let mut air = vec![0u32; nb * SECTORS];
             for (&b, &v) in bins.iter().zip(plane) {
+                // Padding outside the reconstructed field of view is not image.
+                if v < PAD_HU {
+                    continue;
+                }
                 let b = b as usize;
                 sum[b] += f64::from(v).clamp(HU_CLIP.0, HU_CLIP.1);
                 cnt[b] += 1;
                 air[b] += u32::from(v < AIR_HU);
             }
-            // Sector profiles, NaN where empty or mostly air.
+            // Sector profiles and their class (tissue or air); NaN where empty, at the skin
+            // (part air, part tissue) or in air near the edge of the reconstructed circle.
             let mut prof = vec![f64::NAN; nb * SECTORS];
+            let mut in_air = vec![false; nb * SECTORS];
             for b in 0..nb * SECTORS {
-                if cnt[b] > 0 && f64::from(air[b]) < 0.2 * f64::from(cnt[b]) {
-                    prof[b] = sum[b] / f64::from(cnt[b]);
+                if cnt[b] == 0 {
+                    continue;
+                }
+                let (mean, n) = (sum[b] / f64::from(cnt[b]), f64::from(cnt[b]));
+                if f64::from(air[b]) < 0.2 * n {
+                    prof[b] = mean;
+                } else if mean < AIR_BIN_HU && b / SECTORS < b_air_max {
+                    prof[b] = mean;
+                    in_air[b] = true;
                 }
             }
             let mut resid = vec![f64::NAN; nb];
@@ -161,14 +195,19 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
                     if !v.is_finite() {
                         continue;
                     }
+                    // Compared with neighbours of its own class only, so the skin leaves no
+                    // residual.
+                    let class = in_air[b * SECTORS + s];
                     win.clear();
                     for bb in b.saturating_sub(w)..(b + w + 1).min(nb) {
-                        win.push(prof[bb * SECTORS + s]);
+                        if in_air[bb * SECTORS + s] == class {
+                            win.push(prof[bb * SECTORS + s]);
+                        }
                     }
                     let m = median(&mut win);
                     across.push(v - m);
                 }
-                // A detector ring is a whole circle; with less of it in tissue it cannot be told
+                // A detector ring is a whole circle; with less of it measurable it cannot be told
                 // from the body wall, which at large radii shows in the lateral sectors only.
                 if across.len() >= MIN_SECTORS {
                     *out = median(&mut across);
@@ -196,7 +235,7 @@ pub fn detect(volume: &Volume, centre: [f64; 3]) -> RingReport {
             0.25 * m[b - 1] + 0.5 * m[b] + 0.25 * m[b + 1]
         })
         .collect();
-    // Noise floor: air-free bins of a very uniform image would otherwise give huge z-scores.
+    // Noise floor: bins of a very uniform image would otherwise give huge z-scores.
     let sd = robust_sd(&ms).max(0.3);
     if !sd.is_finite() {
         return RingReport {
