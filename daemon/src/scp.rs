@@ -570,11 +570,7 @@ fn short_native_pixels(
     let n = |tag| obj.get(tag)?.to_int::<u64>().ok();
     let (rows, cols, bits) = (n(tags::ROWS)?, n(tags::COLUMNS)?, n(tags::BITS_ALLOCATED)?);
     let spp = n(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
-    let frames = obj
-        .get(tags::NUMBER_OF_FRAMES)
-        .and_then(|e| e.to_str().ok())
-        .and_then(|s| s.trim_end_matches(['\0', ' ']).trim().parse::<u64>().ok())
-        .unwrap_or(1);
+    let frames = text(obj, tags::NUMBER_OF_FRAMES).parse().unwrap_or(1);
     let need = rows * cols * spp * frames * bits.div_ceil(8);
     (need > len as u64).then(|| {
         format!(
@@ -645,7 +641,7 @@ async fn store(
         return status::PROCESSING_FAILURE;
     }
     // Only the attributes before Pixel Data are needed here; the pixels are spooled as they
-    // came and decoded by the analysis. Parsing them too cost about as much as the fsync.
+    // came and decoded by the analysis; parsing them here copied and converted every pixel.
     let obj = match dicom_object::OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .read_until(tags::PIXEL_DATA)
