@@ -15,9 +15,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 use vcfd_model::analysis::{analyze, AnalysisOptions, ScanInfo};
 use vcfd_model::dataset::EVAL_SEED_MIN;
+use vcfd_model::findings::VertebraFinding;
 use vcfd_model::keypoints::Precision;
 use vcfd_model::phantom::{generate, Level, PhantomOptions, RingSpec, Rng};
 use vcfd_model::quality::{curvature, rings};
+use vcfd_model::truth::VertebraTruth;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,6 +87,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Left-right distance (mm) from each body found to the true body nearest along z, for those
+/// within MATCH_MM: the lateral position the coronal Cobb angle is measured from.
+fn lateral_errors(found: &[VertebraFinding], truth: &[VertebraTruth]) -> Vec<f64> {
+    const MATCH_MM: f64 = 10.0;
+    found
+        .iter()
+        .filter_map(|f| {
+            let t = truth.iter().filter(|t| t.in_view).min_by(|a, b| {
+                (a.center_mm[2] - f.center_mm[2])
+                    .abs()
+                    .total_cmp(&(b.center_mm[2] - f.center_mm[2]).abs())
+            })?;
+            ((t.center_mm[2] - f.center_mm[2]).abs() <= MATCH_MM)
+                .then(|| (f.center_mm[0] - t.center_mm[0]).abs())
+        })
+        .filter(|e| e.is_finite())
+        .collect()
+}
+
+/// Mean, 90th percentile (nearest rank) and maximum of a sample (NaN when empty).
+struct Spread {
+    mean: f64,
+    p90: f64,
+    max: f64,
+    n: usize,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            return Self {
+                mean: f64::NAN,
+                p90: f64::NAN,
+                max: f64::NAN,
+                n,
+            };
+        }
+        Self {
+            mean: v.iter().sum::<f64>() / n as f64,
+            p90: v[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1],
+            max: v[n - 1],
+            n,
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.seed < EVAL_SEED_MIN {
         bail!("evaluation seeds must be at least {EVAL_SEED_MIN} (lower seeds are for training)");
@@ -100,6 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (mut clean_n, mut clean_flagged) = (0usize, 0usize);
     let mut cobb_err = Vec::new();
     let mut cobb_line_err = Vec::new();
+    let mut lateral_err = Vec::new();
     let (mut ring_n, mut ring_found) = (0usize, 0usize);
     for t in 0..args.cases {
         let seed = args.seed + t;
@@ -179,6 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // No centreline: the Cobb angle could not be measured at all, count it as 0.
             cobb_err.push((cobb.unwrap_or(0.0) - cobb_truth).abs());
             cobb_line_err.push((cobb_line.unwrap_or(0.0) - cobb_truth).abs());
+            lateral_err.extend(lateral_errors(vertebrae, &ph.truth.vertebrae));
         }
         let radii = ph
             .truth
@@ -231,6 +283,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cobb_med,
         median(cobb_line_err.clone())
     );
+    let lateral = Spread::of(lateral_err);
+    println!(
+        "Body centres in the scoliosis studies, left-right error: mean {:.1} mm, 90th percentile \
+         {:.1} mm, max {:.1} mm over {} bodies (the Cobb angle is taken from these centres)",
+        lateral.mean, lateral.p90, lateral.max, lateral.n
+    );
     if let Some(path) = &args.json {
         let doc = json!({
             "cases": records,
@@ -240,6 +298,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "cobb_median_err_deg": cobb_med,
                 "ring_flagged": ring_found,
                 "ring_studies": ring_n,
+                "scoliosis_body_lateral_err_mm": {
+                    "mean": lateral.mean, "p90": lateral.p90, "max": lateral.max, "n": lateral.n,
+                },
             },
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
@@ -249,4 +310,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "quality: ring_auc={ring_auc:.3} clean_false_flag_rate={clean_rate:.3} cobb_median_err_deg={cobb_med:.3}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn spread_takes_the_nearest_rank_percentile() {
+        let s = Spread::of((1..=10).rev().map(f64::from).collect());
+        assert_eq!((s.mean, s.p90, s.max, s.n), (5.5, 9.0, 10.0, 10));
+        let one = Spread::of(vec![2.0]);
+        assert_eq!((one.p90, one.max), (2.0, 2.0));
+        assert!(Spread::of(Vec::new()).mean.is_nan());
+    }
 }
