@@ -88,9 +88,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Left-right distance (mm) from each body found to the true body nearest along z, for those
-/// within MATCH_MM: the lateral position the coronal Cobb angle is measured from.
+/// within Z_MATCH_MM: the lateral position the coronal Cobb angle is measured from. Matched
+/// along z only, not by `evaluate::score_case`'s 3D distance, which would drop exactly the
+/// centres furthest off sideways.
 fn lateral_errors(found: &[VertebraFinding], truth: &[VertebraTruth]) -> Vec<f64> {
-    const MATCH_MM: f64 = 10.0;
+    const Z_MATCH_MM: f64 = 10.0;
     found
         .iter()
         .filter_map(|f| {
@@ -99,7 +101,7 @@ fn lateral_errors(found: &[VertebraFinding], truth: &[VertebraTruth]) -> Vec<f64
                     .abs()
                     .total_cmp(&(b.center_mm[2] - f.center_mm[2]).abs())
             })?;
-            ((t.center_mm[2] - f.center_mm[2]).abs() <= MATCH_MM)
+            ((t.center_mm[2] - f.center_mm[2]).abs() <= Z_MATCH_MM)
                 .then(|| (f.center_mm[0] - t.center_mm[0]).abs())
         })
         .filter(|e| e.is_finite())
