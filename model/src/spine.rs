@@ -289,14 +289,11 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     let mut ys: Vec<f64> = path.iter().map(|&p| (p / nx) as f64).collect();
     // Re-centre along AP between the body's front and the canal: the score above finds the
     // body-canal pattern but not where in a deep lumbar body the centre lies.
-    let reach = ((TUBE_REACH_MM / work.cell[2]).ceil() as usize).max(1);
     for kz in 0..work.nz {
         let img = &work.data[kz * nx * ny..(kz + 1) * nx * ny];
         let (x, y) = (xs[kz] as isize, ys[kz] as isize);
         let at = |u: isize| band_mean(img, nx, ny, (x + pdx * u, y + pdy * u), (ldx, ldy));
-        let Some(inside) = body_level(&work, kz, (x, y), (pdx, pdy), reach) else {
-            continue;
-        };
+        let inside = at(0);
         let threshold = 40.0 + 0.5 * (inside - 40.0);
         if inside < 80.0 {
             continue;
@@ -309,16 +306,12 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
             xs[kz] += shift * pdx as f64;
             ys[kz] += shift * pdy as f64;
         }
-        // Same across the body (left-right), where lung or psoas borders it. A contrast-filled
-        // aorta beside the body is as bright as bone here; it is told apart by staying bright
-        // through the discs above and below, where a body gives way to disc tissue.
+        // Same across the body (left-right), where lung or psoas borders it.
         let (x, y) = (xs[kz].round() as isize, ys[kz].round() as isize);
         let side = |l: isize| band_mean(img, nx, ny, (x + ldx * l, y + ldy * l), (pdx, pdy));
-        let tube = |l: isize| tube_floor(&work, (x + ldx * l, y + ldy * l), (pdx, pdy), kz, reach);
-        let outside = |l: isize| side(l) < threshold || tube(l) >= TUBE_HU;
         let limit = cells(35.0, if ldx != 0 { 0 } else { 1 });
-        let left = (1..=limit).find(|&l| outside(-l));
-        let right = (1..=limit).find(|&l| outside(l));
+        let left = (1..=limit).find(|&l| side(-l) < threshold);
+        let right = (1..=limit).find(|&l| side(l) < threshold);
         if let (Some(a), Some(b)) = (left, right) {
             let shift = (b - a) as f64 / 2.0;
             xs[kz] += shift * ldx as f64;
@@ -490,79 +483,6 @@ fn band_mean(img: &[f32], nx: usize, ny: usize, p: (isize, isize), across: (isiz
     } else {
         -1000.0
     }
-}
-
-/// Lowest HU a cell keeps within this distance along z, above and below, to count as a vessel
-/// rather than bone: further than half the tallest vertebral body, so a body cell always meets a
-/// disc.
-const TUBE_REACH_MM: f64 = 18.0;
-/// Contrast-filled arteries stay above this through the discs; disc tissue is 65-115 HU, and
-/// partial volume with bone under thick slices keeps it well below.
-const TUBE_HU: f32 = 180.0;
-
-/// HU of the body's interior near the track point. The track often sits on a bright cortex
-/// or a pedicle (the box score favours it), and a threshold taken there would cut off a
-/// low-density interior. Within +-12 mm the samples are soft tissue, interior and cortex (or
-/// a vessel, left out); a low quantile of those above soft tissue is the interior's level
-/// whether the point is inside the body or on its rim.
-fn body_level(
-    work: &Work,
-    kz: usize,
-    p: (isize, isize),
-    post: (isize, isize),
-    reach: usize,
-) -> Option<f32> {
-    let (nx, ny) = (work.nx, work.ny);
-    let img = &work.data[kz * nx * ny..(kz + 1) * nx * ny];
-    let lat = (post.1.abs(), post.0.abs());
-    let r = ((12.0 / work.cell[0]).round() as isize).max(1);
-    let mut v: Vec<f32> = Vec::with_capacity(4 * r as usize + 2);
-    for u in -r..=r {
-        for dir in [post, lat] {
-            if u == 0 && dir == lat {
-                continue;
-            }
-            let q = (p.0 + dir.0 * u, p.1 + dir.1 * u);
-            let across = (dir.1.abs(), dir.0.abs());
-            let hu = band_mean(img, nx, ny, q, across);
-            if hu > SOFT_TISSUE_HU && tube_floor(work, q, across, kz, reach) < TUBE_HU {
-                v.push(hu);
-            }
-        }
-    }
-    if v.len() < 3 {
-        return None;
-    }
-    v.sort_by(f32::total_cmp);
-    Some(v[v.len() * 3 / 10])
-}
-
-/// Above muscle, also contrast-enhanced (<= ~65 HU), below osteoporotic cancellous bone.
-const SOFT_TISSUE_HU: f32 = 70.0;
-
-/// The lowest band mean (as `band_mean`) at `p` over the working slices within `reach` of `kz`:
-/// high only where something bright runs on along z, such as a vessel.
-fn tube_floor(
-    work: &Work,
-    p: (isize, isize),
-    across: (isize, isize),
-    kz: usize,
-    reach: usize,
-) -> f32 {
-    let plane = work.nx * work.ny;
-    let lo = kz.saturating_sub(reach);
-    let hi = (kz + reach).min(work.nz - 1);
-    (lo..=hi)
-        .map(|k| {
-            band_mean(
-                &work.data[k * plane..(k + 1) * plane],
-                work.nx,
-                work.ny,
-                p,
-                across,
-            )
-        })
-        .fold(f32::INFINITY, f32::min)
 }
 
 /// Smoothed per-slice evidence below which the track is not trusted (trimmed at the ends).
