@@ -104,7 +104,6 @@ fn lateral_errors(found: &[VertebraFinding], truth: &[VertebraTruth]) -> Vec<f64
             ((t.center_mm[2] - f.center_mm[2]).abs() <= Z_MATCH_MM)
                 .then(|| (f.center_mm[0] - t.center_mm[0]).abs())
         })
-        .filter(|e| e.is_finite())
         .collect()
 }
 
