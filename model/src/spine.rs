@@ -21,8 +21,14 @@ pub struct SpineOptions {
     pub max_slope: f64,
     /// Penalty per squared cell of shift between working slices, in score units.
     pub smoothness: f32,
-    /// Gaussian smoothing of the final track along z (sigma, mm): bridges discs.
+    /// Gaussian smoothing of the final track's left-right position along z (sigma, mm):
+    /// bridges discs.
     pub smooth_sigma_mm: f64,
+    /// The same for its anterior-posterior position, wider: the curved reformat's rows turn
+    /// with the track's sagittal slope, and a swing of a few mm per vertebra (the body-edge
+    /// estimates are noisy on real CT) fans the rows and shears the bodies the network reads.
+    /// Lordosis and kyphosis bend far more slowly than this.
+    pub ap_sigma_mm: f64,
 }
 
 impl Default for SpineOptions {
@@ -32,6 +38,7 @@ impl Default for SpineOptions {
             max_slope: 1.2,
             smoothness: 0.02,
             smooth_sigma_mm: 6.0,
+            ap_sigma_mm: 12.0,
         }
     }
 }
@@ -282,18 +289,31 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
         ));
     }
 
-    // Smooth the track along z (in cell units), then convert to patient coordinates.
-    let sigma = opts.smooth_sigma_mm / work.cell[2];
-    let radius = (3.0 * sigma).ceil() as isize;
     let mut xs: Vec<f64> = path.iter().map(|&p| (p % nx) as f64).collect();
     let mut ys: Vec<f64> = path.iter().map(|&p| (p / nx) as f64).collect();
     // Re-centre along AP between the body's front and the canal: the score above finds the
-    // body-canal pattern but not where in a deep lumbar body the centre lies.
+    // body-canal pattern but not where in a deep lumbar body the centre lies. Only slices
+    // through a body give a measurement; the shifts are then spread over the discs between
+    // them (normalised smoothing), because leaving disc slices where the score put them makes
+    // the track swing back and forth once per vertebra and shears the bodies in the reformat.
+    // Per slice, along AP and across: (shift in cells, 1 where measured else 0).
+    let reach = ((TUBE_REACH_MM / work.cell[2]).ceil() as usize).max(1);
+    let mut ap_shift = vec![(0.0f64, 0.0f64); work.nz];
+    let mut lat_shift = vec![(0.0f64, 0.0f64); work.nz];
     for kz in 0..work.nz {
         let img = &work.data[kz * nx * ny..(kz + 1) * nx * ny];
         let (x, y) = (xs[kz] as isize, ys[kz] as isize);
         let at = |u: isize| band_mean(img, nx, ny, (x + pdx * u, y + pdy * u), (ldx, ldy));
-        let inside = at(0);
+        let Some(inside) = body_level(
+            img,
+            nx,
+            ny,
+            (x, y),
+            (pdx, pdy),
+            cells(15.0, if pdy != 0 { 1 } else { 0 }),
+        ) else {
+            continue;
+        };
         let threshold = 40.0 + 0.5 * (inside - 40.0);
         if inside < 80.0 {
             continue;
@@ -301,37 +321,51 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
         let limit = cells(45.0, if pdy != 0 { 1 } else { 0 });
         let front = (1..=limit).find(|&u| at(-u) < threshold);
         let back = (1..=limit).find(|&u| at(u) < threshold);
+        let mut ap = 0.0;
         if let (Some(f), Some(b)) = (front, back) {
-            let shift = (b - f) as f64 / 2.0;
-            xs[kz] += shift * pdx as f64;
-            ys[kz] += shift * pdy as f64;
+            ap = (b - f) as f64 / 2.0;
+            ap_shift[kz] = (ap, 1.0);
         }
-        // Same across the body (left-right), where lung or psoas borders it.
-        let (x, y) = (xs[kz].round() as isize, ys[kz].round() as isize);
+        // Same across the body (left-right), where lung or psoas borders it. A contrast-filled
+        // aorta beside the body is as bright as bone here; it is told apart by staying bright
+        // through the discs above and below, where a body gives way to disc tissue.
+        let (x, y) = (
+            (xs[kz] + ap * pdx as f64).round() as isize,
+            (ys[kz] + ap * pdy as f64).round() as isize,
+        );
         let side = |l: isize| band_mean(img, nx, ny, (x + ldx * l, y + ldy * l), (pdx, pdy));
+        let tube = |l: isize| tube_floor(&work, (x + ldx * l, y + ldy * l), (pdx, pdy), kz, reach);
+        let outside = |l: isize| side(l) < threshold || tube(l) >= TUBE_HU;
         let limit = cells(35.0, if ldx != 0 { 0 } else { 1 });
-        let left = (1..=limit).find(|&l| side(-l) < threshold);
-        let right = (1..=limit).find(|&l| side(l) < threshold);
+        let left = (1..=limit).find(|&l| outside(-l));
+        let right = (1..=limit).find(|&l| outside(l));
         if let (Some(a), Some(b)) = (left, right) {
-            let shift = (b - a) as f64 / 2.0;
-            xs[kz] += shift * ldx as f64;
-            ys[kz] += shift * ldy as f64;
+            lat_shift[kz] = ((b - a) as f64 / 2.0, 1.0);
         }
     }
-    let smooth = |v: &[f64], kz: usize| {
-        let mut num = 0.0;
-        let mut den = 0.0;
-        for d in -radius..=radius {
-            let k = kz as isize + d;
-            if k < 0 || k >= v.len() as isize {
-                continue;
-            }
-            let w = (-(d * d) as f64 / (2.0 * sigma * sigma)).exp();
-            num += w * v[k as usize];
-            den += w;
-        }
-        num / den
+    let ap_shift = spread(&ap_shift, SHIFT_SPREAD_MM / work.cell[2]);
+    let lat_shift = spread(&lat_shift, SHIFT_SPREAD_MM / work.cell[2]);
+    for kz in 0..work.nz {
+        xs[kz] += ap_shift[kz] * pdx as f64 + lat_shift[kz] * ldx as f64;
+        ys[kz] += ap_shift[kz] * pdy as f64 + lat_shift[kz] * ldy as f64;
+    }
+    // Smooth the track along z (in cell units), then convert to patient coordinates.
+    let sigma = |axis_is_ap: bool| {
+        let mm = if axis_is_ap {
+            opts.ap_sigma_mm
+        } else {
+            opts.smooth_sigma_mm
+        };
+        mm / work.cell[2]
     };
+    let xs = spread(
+        &xs.iter().map(|&v| (v, 1.0)).collect::<Vec<_>>(),
+        sigma(pdx != 0),
+    );
+    let ys = spread(
+        &ys.iter().map(|&v| (v, 1.0)).collect::<Vec<_>>(),
+        sigma(pdy != 0),
+    );
     // Keep only the stretch the evidence supports: below the sacrum and above the neck the
     // track has nothing to follow and would drift into the pelvis or the mediastinum.
     let raw: Vec<f64> = (0..work.nz)
@@ -375,7 +409,7 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     let mut points_mm = Vec::with_capacity(best.1 - best.0);
     let mut score = Vec::with_capacity(best.1 - best.0);
     for kz in best.0..best.1 {
-        let v = work.voxel_of(smooth(&xs, kz), smooth(&ys, kz), kz as f64);
+        let v = work.voxel_of(xs[kz], ys[kz], kz as f64);
         points_mm.push(g.voxel_to_patient(v));
         score.push(scores[kz][path[kz]]);
     }
@@ -485,6 +519,103 @@ fn band_mean(img: &[f32], nx: usize, ny: usize, p: (isize, isize), across: (isiz
     }
 }
 
+/// Reach (Gaussian sigma, mm along z) over which body-centre corrections are spread to the
+/// disc slices around them: about half a lumbar body's height.
+const SHIFT_SPREAD_MM: f64 = 8.0;
+
+/// HU of the body's interior near the track point. The track often sits on the bright
+/// posterior cortex or a pedicle (the box score favours it), and an edge threshold taken
+/// there cuts off a low-density interior. Within `r` cells along AP (not across: across, the
+/// posterior rim is cortex and pedicles all the way) the samples are soft tissue, interior,
+/// cortex and canal; a low quantile of those above soft tissue is the interior's level whether
+/// the point is inside the body or on its rim. Seen on the real abdominal CT: a rim sample of
+/// ~280 HU before an ~85 HU interior.
+fn body_level(
+    img: &[f32],
+    nx: usize,
+    ny: usize,
+    p: (isize, isize),
+    post: (isize, isize),
+    r: isize,
+) -> Option<f32> {
+    let mut v: Vec<f32> = (-r..=r)
+        .map(|u| {
+            band_mean(
+                img,
+                nx,
+                ny,
+                (p.0 + post.0 * u, p.1 + post.1 * u),
+                (post.1.abs(), post.0.abs()),
+            )
+        })
+        .filter(|&hu| hu > SOFT_TISSUE_HU)
+        .collect();
+    if v.len() < 3 {
+        return None;
+    }
+    v.sort_by(f32::total_cmp);
+    Some(v[v.len() * 3 / 10])
+}
+
+/// Lowest HU a cell keeps within this distance along z, above and below, to count as a vessel
+/// rather than bone: further than half the tallest vertebral body, so a body cell always meets a
+/// disc.
+const TUBE_REACH_MM: f64 = 18.0;
+/// Contrast-filled arteries stay above this through the discs; disc tissue is 65-115 HU, and
+/// partial volume with bone under thick slices keeps it well below.
+const TUBE_HU: f32 = 180.0;
+
+/// The lowest band mean (as `band_mean`) at `p` over the working slices within `reach` of `kz`:
+/// high only where something bright runs on along z, such as a vessel.
+fn tube_floor(
+    work: &Work,
+    p: (isize, isize),
+    across: (isize, isize),
+    kz: usize,
+    reach: usize,
+) -> f32 {
+    let plane = work.nx * work.ny;
+    let lo = kz.saturating_sub(reach);
+    let hi = (kz + reach).min(work.nz - 1);
+    (lo..=hi)
+        .map(|k| {
+            band_mean(
+                &work.data[k * plane..(k + 1) * plane],
+                work.nx,
+                work.ny,
+                p,
+                across,
+            )
+        })
+        .fold(f32::INFINITY, f32::min)
+}
+
+/// Above muscle, also contrast-enhanced (<= ~65 HU), below osteoporotic cancellous bone.
+const SOFT_TISSUE_HU: f32 = 70.0;
+
+/// Gaussian-weighted mean of the measured values (value, weight) around each slice; 0 where
+/// nothing was measured within reach.
+fn spread(values: &[(f64, f64)], sigma: f64) -> Vec<f64> {
+    let radius = (3.0 * sigma).ceil() as isize;
+    (0..values.len() as isize)
+        .map(|kz| {
+            let (mut num, mut den) = (0.0, 0.0);
+            for d in -radius..=radius {
+                if let Some(&(v, m)) = usize::try_from(kz + d).ok().and_then(|k| values.get(k)) {
+                    let w = m * (-(d * d) as f64 / (2.0 * sigma * sigma)).exp();
+                    num += w * v;
+                    den += w;
+                }
+            }
+            if den > 1e-3 {
+                num / den
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// Smoothed per-slice evidence below which the track is not trusted (trimmed at the ends).
 const MIN_SUPPORT: f64 = 0.06;
 
@@ -573,6 +704,77 @@ mod tests {
                 assert!((got - want).abs() < 1e-6, "argmax at ({x},{y})");
             }
         }
+    }
+
+    /// A working grid of `nz` slices of 20 x 20 cells (3 mm) of soft tissue.
+    fn work(nz: usize) -> Work {
+        Work {
+            nx: 20,
+            ny: 20,
+            nz,
+            block: [1; 3],
+            cell: [3.0; 3],
+            data: vec![40.0; 20 * 20 * nz],
+        }
+    }
+
+    #[test]
+    fn a_bright_tube_through_the_discs_is_told_from_a_body() {
+        // Bodies 8 slices (24 mm) tall with 3-slice discs at 90 HU; beside them an artery
+        // at 250 HU runs through every slice.
+        let mut w = work(33);
+        for k in 0..w.nz {
+            let body = if k % 11 < 8 { 260.0 } else { 90.0 };
+            let plane = &mut w.data[k * 400..(k + 1) * 400];
+            for y in 8..12 {
+                for x in 4..10 {
+                    plane[y * 20 + x] = body;
+                }
+                for x in 12..15 {
+                    plane[y * 20 + x] = 250.0;
+                }
+            }
+        }
+        let reach = (TUBE_REACH_MM / 3.0).ceil() as usize;
+        for kz in [3, 15, 26] {
+            assert!(tube_floor(&w, (13, 10), (0, 1), kz, reach) >= TUBE_HU);
+            assert!(tube_floor(&w, (6, 10), (0, 1), kz, reach) < TUBE_HU);
+        }
+    }
+
+    #[test]
+    fn interior_level_ignores_a_bright_rim_at_the_track() {
+        // AP profile (posterior +y): fat, a 85 HU interior 36 mm deep, a 280 HU posterior
+        // rim where the track sits, then the canal.
+        let mut w = work(1);
+        let hu = |y: usize| match y {
+            0..=2 => -90.0,
+            3..=14 => 85.0,
+            15 => 280.0,
+            _ => 10.0,
+        };
+        for y in 0..20 {
+            for x in 0..20 {
+                w.data[y * 20 + x] = hu(y);
+            }
+        }
+        let level = body_level(&w.data, 20, 20, (10, 15), (0, 1), 5).unwrap();
+        assert!((80.0..=100.0).contains(&level), "{level}");
+        // Nothing above soft tissue: no level, no re-centring.
+        let level = body_level(&vec![40.0; 400], 20, 20, (10, 10), (0, 1), 5);
+        assert!(level.is_none());
+    }
+
+    #[test]
+    fn shifts_measured_in_bodies_reach_the_discs_between_them() {
+        // Measured 3 cells in two bodies, nothing on the disc between them or far away.
+        let mut v = vec![(0.0, 0.0); 40];
+        for k in (5..10).chain(13..18) {
+            v[k] = (3.0, 1.0);
+        }
+        let s = spread(&v, 8.0 / 3.0);
+        assert!((s[11] - 3.0).abs() < 1e-9, "{}", s[11]);
+        assert_eq!(s[39], 0.0);
     }
 
     #[test]
