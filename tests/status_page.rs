@@ -208,6 +208,22 @@ impl Browser {
         self.call("POST", &format!("/element/{e}/click"), Some(&json!({})));
     }
 
+    /// Clicks a form's submit button and waits for the response page: the WebDriver click
+    /// can return before the form's navigation has committed (seen in CI: the URL read right
+    /// after the click was still the page the form was on).
+    fn submit(&self, css: &str) {
+        let before = self.url();
+        self.click(css);
+        wait_for("the form's response page", Duration::from_secs(20), || {
+            let state = self.call(
+                "POST",
+                "/execute/sync",
+                Some(&json!({"script": "return document.readyState", "args": []})),
+            );
+            (self.url() != before && state == "complete").then_some(())
+        });
+    }
+
     fn screenshot_png(&self) -> Vec<u8> {
         let b64 = self.call("GET", "/screenshot", None);
         base64_decode(b64.as_str().expect("screenshot data"))
@@ -347,14 +363,14 @@ fn ring_artifact_alert_is_shown_and_acknowledged_in_the_browser() {
         &format!("#alert-{fault_id} input[name=token]"),
         "not-the-token",
     );
-    b.click(&format!("#alert-{fault_id} button"));
+    b.submit(&format!("#alert-{fault_id} button"));
     assert!(b.text("#error").contains("wrong token"), "{}", b.source());
     assert!(open_of_kind(&alerts(&d), "detector_fault").is_some());
 
     // The right token acknowledges the escalation; the ring alert stays open.
     b.goto(&format!("{base}/"));
     b.type_into(&format!("#alert-{fault_id} input[name=token]"), TOKEN);
-    b.click(&format!("#alert-{fault_id} button"));
+    b.submit(&format!("#alert-{fault_id} button"));
     assert!(
         b.url().ends_with(&format!("/?acked={fault_id}")),
         "{}",
