@@ -358,35 +358,14 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
         };
         mm / work.cell[2]
     };
-    let xs = spread(
-        &xs.iter().map(|&v| (v, 1.0)).collect::<Vec<_>>(),
-        sigma(pdx != 0),
-    );
-    let ys = spread(
-        &ys.iter().map(|&v| (v, 1.0)).collect::<Vec<_>>(),
-        sigma(pdy != 0),
-    );
+    let xs = smooth(&xs, sigma(pdx != 0));
+    let ys = smooth(&ys, sigma(pdy != 0));
     // Keep only the stretch the evidence supports: below the sacrum and above the neck the
     // track has nothing to follow and would drift into the pelvis or the mediastinum.
     let raw: Vec<f64> = (0..work.nz)
         .map(|kz| f64::from(scores[kz][path[kz]]))
         .collect();
-    let trim_sigma = 15.0 / work.cell[2];
-    let support: Vec<f64> = (0..work.nz)
-        .map(|kz| {
-            let r = (3.0 * trim_sigma).ceil() as isize;
-            let (mut num, mut den) = (0.0, 0.0);
-            for d in -r..=r {
-                let k = kz as isize + d;
-                if k >= 0 && k < work.nz as isize {
-                    let w = (-(d * d) as f64 / (2.0 * trim_sigma * trim_sigma)).exp();
-                    num += w * raw[k as usize];
-                    den += w;
-                }
-            }
-            num / den
-        })
-        .collect();
+    let support = smooth(&raw, 15.0 / work.cell[2]);
     let (mut best, mut cur) = ((0usize, 0usize), None::<usize>);
     for kz in 0..=work.nz {
         let on = support.get(kz).is_some_and(|&v| v >= MIN_SUPPORT);
@@ -614,6 +593,11 @@ fn spread(values: &[(f64, f64)], sigma: f64) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// Gaussian smoothing along z, every slice counting (the ends normalised by what is there).
+fn smooth(values: &[f64], sigma: f64) -> Vec<f64> {
+    spread(&values.iter().map(|&v| (v, 1.0)).collect::<Vec<_>>(), sigma)
 }
 
 /// Smoothed per-slice evidence below which the track is not trusted (trimmed at the ends).
