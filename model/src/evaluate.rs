@@ -209,6 +209,11 @@ pub struct CaseScore {
     /// Detections that lie on no truth body at all (not even one outside the graded range).
     pub false_detections: usize,
     pub level_correct: usize,
+    /// Levels were anchored on T12 in this case.
+    pub anchored: bool,
+    /// Reported minus true level index of the matched bodies that got a level (most common
+    /// value): shows whether wrong levels are a miscounted anchor (+-1) or scattered.
+    pub level_shift: Option<i64>,
     /// Per matched body: mean absolute error of the three heights (mm).
     pub height_errors: Vec<f64>,
     pub grade_agree: usize,
@@ -251,8 +256,10 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
         detections: f.vertebrae.len(),
         seconds,
         reliable: f.quality.reliable,
+        anchored: f.levels_anchored,
         ..Default::default()
     };
+    let mut shifts: Vec<i64> = Vec::new();
     for (ti, t) in counted.iter().enumerate() {
         let det = t_used[ti].map(|di| &f.vertebrae[di]);
         s.vertebrae
@@ -270,6 +277,10 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
             s.matched += 1;
             if d.level.as_deref() == Some(t.level.as_str()) {
                 s.level_correct += 1;
+            }
+            let index = |name: &str| Level::ALL.iter().position(|l| l.name() == name);
+            if let (Some(a), Some(b)) = (d.level.as_deref().and_then(index), index(&t.level)) {
+                shifts.push(a as i64 - b as i64);
             }
             let (a, b) = (&d.heights_mm, &t.heights_mm);
             s.height_errors.push(
@@ -300,6 +311,11 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
             s.false_detections += 1;
         }
     }
+    shifts.sort_unstable();
+    s.level_shift = shifts
+        .chunk_by(|a, b| a == b)
+        .max_by_key(|run| run.len())
+        .map(|run| run[0]);
     s
 }
 

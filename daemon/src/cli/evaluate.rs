@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut s = score_case(&ph.volume, &ph.truth, &a.findings, secs);
         s.condition = c.condition.as_str().to_string();
         println!(
-            "case {:>3} seed {} {:<17} truth {} score {:.3} bodies {}/{} false {} {:.2} s",
+            "case {:>3} seed {} {:<17} truth {} score {:.3} bodies {}/{} false {} levels {} {:.2} s",
             i + 1,
             c.seed,
             s.condition,
@@ -71,6 +71,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             s.matched,
             s.truth_bodies,
             s.false_detections,
+            match (s.anchored, s.level_shift) {
+                (false, _) => "unanchored".to_string(),
+                (true, Some(0)) => "ok".to_string(),
+                (true, Some(k)) => format!("shift {k:+}"),
+                (true, None) => "none".to_string(),
+            },
             secs
         );
         for f in &s.fractures {
@@ -172,6 +178,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "seed": s.seed, "condition": s.condition, "label": s.label, "score": s.score,
                 "matched": s.matched, "truth_bodies": s.truth_bodies,
                 "false_detections": s.false_detections, "reliable": s.reliable,
+                "anchored": s.anchored, "level_correct": s.level_correct,
+                "level_shift": s.level_shift,
                 "seconds": s.seconds,
             })).collect::<Vec<_>>(),
         });
