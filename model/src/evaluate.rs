@@ -278,7 +278,7 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
             if d.level.as_deref() == Some(t.level.as_str()) {
                 s.level_correct += 1;
             }
-            let index = |name: &str| Level::ALL.iter().position(|l| l.name() == name);
+            let index = |name: &str| name.parse::<Level>().ok().map(Level::index);
             if let (Some(a), Some(b)) = (d.level.as_deref().and_then(index), index(&t.level)) {
                 shifts.push(a as i64 - b as i64);
             }

@@ -334,9 +334,10 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
     let mut sides = vec![[false; 2]; slots.len()];
     let voxel_mm3 = g.spacing[0] * g.spacing[1] * g.spacing[2];
     let mut seen = vec![false; len];
+    let coords = |x: usize| (x % n[0], (x / n[0]) % n[1], x / (n[0] * n[1]));
     // The 26 neighbours of a voxel of the box.
     let neighbours = |x: usize| {
-        let (i, j, k) = (x % n[0], (x / n[0]) % n[1], x / (n[0] * n[1]));
+        let (i, j, k) = coords(x);
         (0..27usize).filter_map(move |m| {
             let (ii, jj, kk) = (
                 (i + m % 3) as i64 - 1,
@@ -368,15 +369,16 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
         seen[start] = true;
         queue.push_back(start);
         piece.clear();
-        while let Some(x) = queue.pop_front() {
-            piece.push(x);
-            for y in neighbours(x) {
-                if !seen[y] && rank_of[y] != NONE {
-                    seen[y] = true;
-                    queue.push_back(y);
-                }
-            }
-        }
+        flood(
+            &mut queue,
+            neighbours,
+            |y| {
+                let new = !seen[y] && rank_of[y] != NONE;
+                seen[y] |= new;
+                new
+            },
+            |x| piece.push(x),
+        );
         let min = piece
             .iter()
             .map(|&x| lat_of[x])
@@ -386,7 +388,7 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
             continue;
         }
         let hu_at = |x: usize| {
-            let (i, j, k) = (x % n[0], (x / n[0]) % n[1], x / (n[0] * n[1]));
+            let (i, j, k) = coords(x);
             volume.hu[g.index(i + lo_i[0], j + lo_i[1], k + lo_i[2])]
         };
         if piece.iter().all(|&x| hu_at(x) < RIB_SEED_HU) {
@@ -426,15 +428,19 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
                     queue.push_back(x);
                 }
                 let mut reach = 0f32;
-                while let Some(x) = queue.pop_front() {
-                    reach = reach.max(lat_of[x]);
-                    for y in neighbours(x) {
-                        if mark[y] != stamp && rank_of[y] >= r {
+                flood(
+                    &mut queue,
+                    neighbours,
+                    |y| {
+                        // Ranks are >= 0 here, so this also keeps to bone (`NONE` is below).
+                        let new = mark[y] != stamp && rank_of[y] >= r;
+                        if new {
                             mark[y] = stamp;
-                            queue.push_back(y);
                         }
-                    }
-                }
+                        new
+                    },
+                    |x| reach = reach.max(lat_of[x]),
+                );
                 if f64::from(reach) < OWN_RIB_MM {
                     continue;
                 }
@@ -446,6 +452,24 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
         .iter()
         .map(|s| u8::from(s[0]) + u8::from(s[1]))
         .collect()
+}
+
+/// Breadth-first flood from the voxels in `queue`: `enter` admits (and marks) a neighbour,
+/// `visit` sees every voxel reached, the seeds included.
+fn flood<I: Iterator<Item = usize>>(
+    queue: &mut VecDeque<usize>,
+    neighbours: impl Fn(usize) -> I,
+    mut enter: impl FnMut(usize) -> bool,
+    mut visit: impl FnMut(usize),
+) {
+    while let Some(x) = queue.pop_front() {
+        visit(x);
+        for y in neighbours(x) {
+            if enter(y) {
+                queue.push_back(y);
+            }
+        }
+    }
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
