@@ -1,5 +1,6 @@
 //! Developer probe: locates the spine in a phantom and reports the distance to truth.
 //! `cargo run --release -p vcfd-model --example spine_probe -- SEED [COBB] [KYPHOSIS]`
+//! or `... -- case N` for the N-th evaluation case.
 use vcfd_model::phantom::{generate, PhantomOptions};
 
 fn write_png(path: &str, w: usize, h: usize, px: &[u8]) {
@@ -27,6 +28,14 @@ fn main() {
         o.slice_thickness_mm = Some(3.0);
         o.slice_spacing_mm = Some(3.0);
     }
+    // `case N`: the N-th case (0-based) of `vcfd evaluate --seed 90001`.
+    let (seed, o) = if args.first().map(String::as_str) == Some("case") {
+        let i: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let c = vcfd_model::evaluate::case(90_001, i);
+        (c.seed, c.options)
+    } else {
+        (seed, o)
+    };
     let ph = generate(seed, &o).expect("phantom");
     let t = std::time::Instant::now();
     let c = vcfd_model::spine::locate(&ph.volume, &Default::default());
@@ -57,8 +66,11 @@ fn main() {
             })
             .expect("points");
         println!(
-            "  {:4} dx {:+.1} dy {:+.1} (at dz {:+.1}) mm",
+            "  {:4} z {:.0} truth ({:.0},{:.0}) dx {:+.1} dy {:+.1} (at dz {:+.1}) mm",
             v.level,
+            v.center_mm[2],
+            v.center_mm[0],
+            v.center_mm[1],
             p[0] - v.center_mm[0],
             p[1] - v.center_mm[1],
             p[2] - v.center_mm[2]

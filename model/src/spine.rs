@@ -194,14 +194,52 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     let hb = [cells(7.0, 0), cells(7.0, 1)];
     let hc = [cells(3.5, 0), cells(3.5, 1)];
     let ha = [cells(5.0, 0), cells(4.0, 1)];
-    let canal_offsets: Vec<isize> = [14.0, 18.0, 22.0, 26.0, 30.0, 34.0, 38.0]
-        .iter()
-        .map(|&mm| cells(mm, if pdy != 0 { 1 } else { 0 }))
-        .collect();
-    let arch_extra = cells(11.0, if pdy != 0 { 1 } else { 0 });
-
-    let lateral = cells(13.0, if pdy != 0 { 0 } else { 1 });
     let (ldx, ldy) = (pdy.abs(), pdx.abs());
+    let post_axis = if pdy != 0 { 1 } else { 0 };
+    let behind = (
+        cells(BEHIND_MM.0, post_axis) as usize,
+        cells(BEHIND_MM.1, post_axis) as usize,
+    );
+    let side = cells(BEHIND_SIDE_MM, 1 - post_axis);
+    const CANAL_MM: [f64; 7] = [14.0, 18.0, 22.0, 26.0, 30.0, 34.0, 38.0];
+    // The canal lies straight behind the body, or turned with a vertebra rotated by scoliosis
+    // (up to ~30 degrees at the apex): searching only straight back, a rotated spine scored
+    // so low that a contrast-filled heart chamber in front of it (bright, then darker wall,
+    // then the vertebral body as "arch") won the track.
+    let turns: [(f64, f64); 3] = [0.0f64, 20.0, -20.0].map(|deg: f64| {
+        let r = deg.to_radians();
+        (r.cos(), r.sin())
+    });
+    // Index offset of a point `post` mm behind and `lat` mm beside a centre, for a turn.
+    let offset = |post: f64, lat: f64, (c, s): (f64, f64)| -> (isize, isize) {
+        let (px, py) = (pdx as f64, pdy as f64);
+        let (lx, ly) = (ldx as f64, ldy as f64);
+        let dx = post * (px * c + lx * s) + lat * (lx * c - px * s);
+        let dy = post * (py * c + ly * s) + lat * (ly * c - py * s);
+        (
+            (dx / work.cell[0]).round() as isize,
+            (dy / work.cell[1]).round() as isize,
+        )
+    };
+    // Per turn and canal distance: canal, left and right pedicle, arch offsets, and the
+    // weight of the turn (a turned pattern is less specific: the pelvis offers more of them).
+    let probes: Vec<([(isize, isize); 4], f32)> = turns
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &t)| {
+            CANAL_MM.iter().map(move |&d| {
+                (
+                    [
+                        offset(d, 0.0, t),
+                        offset(d, -13.0, t),
+                        offset(d, 13.0, t),
+                        offset(d + 11.0, 0.0, t),
+                    ],
+                    if i == 0 { 1.0 } else { TURNED_WEIGHT },
+                )
+            })
+        })
+        .collect();
     let scores: Vec<Vec<f32>> = (0..work.nz)
         .into_par_iter()
         .map(|kz| {
@@ -231,27 +269,25 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
                     let off = (if ldx != 0 { x } else { y }) as f64 - mid;
                     let prior = (-(off / mid_scale).powi(2)).exp() as f32;
                     let mut best = 0f32;
-                    for &d in &canal_offsets {
-                        let (cx, cy) = (x + pdx * d, y + pdy * d);
-                        let canal = it.mean(cx, cy, hc[0], hc[1]);
+                    for &([canal_at, left_at, right_at, arch_at], weight) in &probes {
+                        let canal = it.mean(x + canal_at.0, y + canal_at.1, hc[0], hc[1]);
                         // CSF and cord are ~0-60 HU; air outside the body must not pass as canal.
                         let c = ramp(canal, 160.0, 60.0) * ramp(canal, -300.0, -150.0);
                         if c <= 0.0 {
                             continue;
                         }
                         // Pedicles or facet joints flank the canal on both sides.
-                        let left = it.mean(cx - ldx * lateral, cy - ldy * lateral, hc[0], hc[1]);
-                        let right = it.mean(cx + ldx * lateral, cy + ldy * lateral, hc[0], hc[1]);
+                        let left = it.mean(x + left_at.0, y + left_at.1, hc[0], hc[1]);
+                        let right = it.mean(x + right_at.0, y + right_at.1, hc[0], hc[1]);
                         let p = ramp(left.min(right), 60.0, 250.0);
-                        let (ax, ay) = (cx + pdx * arch_extra, cy + pdy * arch_extra);
-                        let arch = it.mean(ax, ay, ha[0], ha[1]);
+                        let arch = it.mean(x + arch_at.0, y + arch_at.1, ha[0], ha[1]);
                         let a = ramp(arch, 40.0, 220.0);
-                        best = best.max(c * (0.25 + 0.75 * p) * (0.5 + 0.5 * a));
+                        best = best.max(weight * c * (0.25 + 0.75 * p) * (0.5 + 0.5 * a));
                     }
                     s[y as usize * nx + x as usize] = b * best * prior;
                 }
             }
-            s
+            suppress_in_front(&s, nx, ny, (pdx, pdy), behind, side)
         })
         .collect();
 
@@ -394,6 +430,55 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
     }
     Ok(Centreline { points_mm, score })
 }
+
+/// How far behind a candidate (mm) another spine-like pattern makes the candidate something
+/// in front of the spine: a contrast-filled heart chamber, darker wall and fat behind it, and
+/// the vertebral body itself playing the arch, scores like a spine at the apex of a kyphotic
+/// scoliosis, where the rotated and tilted real body scores low. Nothing behind the real
+/// body scores like a spine (its spinous process has no pedicles beside a canal).
+const BEHIND_MM: (f64, f64) = (35.0, 80.0);
+/// ... and within this distance to either side (a scoliotic column runs obliquely).
+const BEHIND_SIDE_MM: f64 = 12.0;
+/// Score of such a pattern behind a candidate that starts (and then fully) suppresses it.
+const BEHIND_SCORE: (f32, f32) = (0.1, 0.3);
+
+/// Each candidate's score, lowered where a spine-like pattern lies behind it (see
+/// [`BEHIND_MM`]). `behind` is that range in cells along the posterior axis `post`, `side`
+/// the reach across it.
+fn suppress_in_front(
+    s: &[f32],
+    nx: usize,
+    ny: usize,
+    post: (isize, isize),
+    behind: (usize, usize),
+    side: isize,
+) -> Vec<f32> {
+    let across = (post.1.abs(), post.0.abs());
+    let mut out = s.to_vec();
+    for y in 0..ny as isize {
+        for x in 0..nx as isize {
+            let own = s[y as usize * nx + x as usize];
+            if own <= 0.0 {
+                continue;
+            }
+            let mut worst = 0f32;
+            for d in behind.0 as isize..=behind.1 as isize {
+                for l in -side..=side {
+                    let (qx, qy) = (x + post.0 * d + across.0 * l, y + post.1 * d + across.1 * l);
+                    if qx >= 0 && qy >= 0 && (qx as usize) < nx && (qy as usize) < ny {
+                        worst = worst.max(s[qy as usize * nx + qx as usize]);
+                    }
+                }
+            }
+            out[y as usize * nx + x as usize] =
+                own * (1.0 - ramp(worst, BEHIND_SCORE.0, BEHIND_SCORE.1));
+        }
+    }
+    out
+}
+
+/// Score weight of a canal found turned from straight behind the body (see `locate`).
+const TURNED_WEIGHT: f32 = 0.8;
 
 /// Largest per-slice shift of the track, in cells, along either in-plane axis.
 const MAX_STEP: isize = 6;
