@@ -196,8 +196,16 @@ fn slots(bodies: &[Body]) -> Vec<Slot> {
     out
 }
 
+/// Most vertebrae that can lie above T12 in a CT's field (T1-T11, C7, C6) and below it
+/// (L1-L5, the sacrum's top; a sixth lumbar vertebra is counted as L5's neighbour). A step
+/// with more on one side has found ribs that are not the 12th pair (e.g. mid-thoracic ribs
+/// missed, so T1's ribs looked like the last ones): it is refused rather than miscounted.
+const MAX_ABOVE_T12: usize = 13;
+const MAX_BELOW_T12: usize = 6;
+
 /// Index of the last rib-bearing slot of the best "ribs above, none below" step, or `None`
-/// when the best step has nothing on one side or the change is not clear.
+/// when the best step has nothing on one side, the change is not clear, or it would put more
+/// vertebrae above or below T12 than a spine has.
 ///
 /// Votes are +1 (ribs both sides), 0 (one side), -1 (none). Ties go to the lower slot: a
 /// one-sided rib at the transition is far more often a short 12th rib than a lumbar rib.
@@ -214,7 +222,12 @@ fn fit_step(v: &[f64]) -> Option<usize> {
     }
     let (f, t) = best?;
     // The step must beat both "no transition" fits (all above, all below) by a full vote.
-    if f < total.abs() + 1.0 || v[t] < 0.0 || v[t + 1] > 0.0 {
+    if t > MAX_ABOVE_T12
+        || v.len() - 1 - t > MAX_BELOW_T12
+        || f < total.abs() + 1.0
+        || v[t] < 0.0
+        || v[t + 1] > 0.0
+    {
         return None;
     }
     Some(t)
@@ -658,6 +671,14 @@ mod tests {
         assert_eq!(fit_step(&[1.0; 5]), None);
         assert_eq!(fit_step(&[-1.0; 5]), None);
         assert_eq!(fit_step(&[-1.0, -1.0, 1.0, 1.0]), None);
+        // Ribs on the first two bodies only, sixteen rib-free below: not a spine's count
+        // (mid-thoracic ribs were missed), so no anchor rather than T1 called T12.
+        let mut v = vec![1.0, 1.0];
+        v.extend([-1.0; 16]);
+        assert_eq!(fit_step(&v), None);
+        let mut v = vec![1.0; 12];
+        v.extend([-1.0; 5]);
+        assert_eq!(fit_step(&v), Some(11));
     }
 
     #[test]
