@@ -29,7 +29,7 @@ pub struct Args {
     /// No fractures at all.
     #[arg(long, conflicts_with = "fractures")]
     pub no_fractures: bool,
-    /// A hard negative KIND:LEVEL (schmorl, osteophyte, calcified-disc, narrowing, wedging),
+    /// A hard negative KIND:LEVEL (schmorl, osteophyte, calcified-disc, narrowing, wedging, bone-island),
     /// e.g. schmorl:T9. Repeatable; replaces the random ones.
     #[arg(long = "mimic", value_name = "SPEC")]
     pub mimics: Vec<MimicSpec>,

@@ -371,6 +371,17 @@ fn draw_mimics(
             }
         }
     }
+    // Drawn last, from its own stream, so studies drawn before bone islands existed keep
+    // every other mimic.
+    let mut r = Rng::stream(seed, "island-draw", 0);
+    if r.chance(0.25) {
+        for _ in 0..1 + r.index(2) {
+            out.push(MimicSpec {
+                kind: MimicKind::BoneIsland,
+                level: any(&mut r, Level::T1, Level::L5),
+            });
+        }
+    }
     out.sort_by_key(|m| (m.level, m.kind as u8));
     out.dedup();
     out

@@ -10,7 +10,7 @@
 
 use super::math::{add, normalize, scale, sub, Frame, Mat3, V3};
 use super::rng::Rng;
-use super::vertebra::{Body, Canal, Disc, Fracture, FractureKind, Pit};
+use super::vertebra::{Body, Canal, Disc, Fracture, FractureKind, Island, Pit};
 use crate::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -436,6 +436,8 @@ pub enum MimicKind {
     DiscNarrowing,
     /// Physiological mild wedging (< 15 %), meant for T11..L1.
     Wedging,
+    /// A bone island (enostosis) in the body, often just under an endplate.
+    BoneIsland,
 }
 
 impl MimicKind {
@@ -446,6 +448,7 @@ impl MimicKind {
             MimicKind::CalcifiedDisc => "calcified_disc_below",
             MimicKind::DiscNarrowing => "disc_narrowing_below",
             MimicKind::Wedging => "physiological_wedging",
+            MimicKind::BoneIsland => "bone_island",
         }
     }
 }
@@ -459,7 +462,8 @@ pub struct MimicSpec {
 
 impl FromStr for MimicSpec {
     type Err = Error;
-    /// `KIND:LEVEL`, kinds schmorl, osteophyte, calcified-disc, narrowing, wedging.
+    /// `KIND:LEVEL`, kinds schmorl, osteophyte, calcified-disc, narrowing, wedging,
+    /// bone-island.
     fn from_str(s: &str) -> Result<Self> {
         let (k, l) = s.split_once(':').ok_or_else(|| {
             Error::PhantomOption(format!("mimic {s:?}: expected KIND:LEVEL, e.g. schmorl:T9"))
@@ -470,9 +474,10 @@ impl FromStr for MimicSpec {
             "calcified-disc" | "calcified" | "disc-calcification" => MimicKind::CalcifiedDisc,
             "narrowing" | "disc-narrowing" => MimicKind::DiscNarrowing,
             "wedging" | "physiological-wedging" => MimicKind::Wedging,
+            "bone-island" | "island" | "enostosis" => MimicKind::BoneIsland,
             other => {
                 return Err(Error::PhantomOption(format!(
-                "unknown mimic {other:?} (schmorl, osteophyte, calcified-disc, narrowing, wedging)"
+                "unknown mimic {other:?} (schmorl, osteophyte, calcified-disc, narrowing, wedging, bone-island)"
             )))
             }
         };
@@ -583,6 +588,7 @@ pub(crate) fn build_spine(
             t_lower: lerp_age(1.2, 0.8, patient.age) * rng.range(0.9, 1.1),
             fracture: None,
             pits: Vec::new(),
+            islands: Vec::new(),
             ya: 0.0,
             ym: 0.0,
             yp: 0.0,
@@ -866,6 +872,32 @@ fn apply_mimic(
             let w = r.range(0.08, 0.14);
             b.ha0 = b.hp0 * (1.0 - w);
             b.finish();
+        }
+        MimicKind::BoneIsland => {
+            let b = &mut verts[i].body;
+            let rad = [r.range(2.0, 4.5), r.range(2.0, 4.5), r.range(1.8, 4.0)];
+            // Keep the focus inside the cancellous core: clear of the walls and at least
+            // 1.5 mm under each endplate; most sit just under one, where they mislead most.
+            let half = 0.5 * b.ha0.min(b.hp0) - b.cu.max(b.cl) - rad[2] - 1.5;
+            let z = if half <= 0.0 {
+                0.0
+            } else if r.chance(0.6) {
+                r.sign() * r.range(0.6 * half, half)
+            } else {
+                r.range(-half, half)
+            };
+            b.islands.push(Island {
+                c: [
+                    r.range(-0.3, 0.3) * b.a,
+                    r.range(
+                        b.ya + 2.0 + rad[1],
+                        (b.yp - 2.0 - rad[1]).max(b.ya + 2.0 + rad[1]),
+                    ),
+                    z,
+                ],
+                r: rad,
+                hu: r.range(700.0, 1300.0),
+            });
         }
     }
     let v = &mut verts[i];

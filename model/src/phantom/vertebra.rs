@@ -101,6 +101,18 @@ impl Pit {
     }
 }
 
+/// A bone island (enostosis): a focal round focus of compact bone inside the cancellous core.
+/// Benign and common; on a sagittal image a dense focus just under an endplate looks like a
+/// sclerotic endplate, and it must move no keypoint.
+#[derive(Clone, Debug)]
+pub(crate) struct Island {
+    /// Centre in the body's local frame, mm.
+    pub c: V3,
+    /// Semi-axes, mm.
+    pub r: V3,
+    pub hu: f64,
+}
+
 /// Shape of a vertebral body in its local frame.
 #[derive(Clone, Debug)]
 pub(crate) struct Body {
@@ -128,6 +140,7 @@ pub(crate) struct Body {
     pub t_lower: f64,
     pub fracture: Option<Fracture>,
     pub pits: Vec<Pit>,
+    pub islands: Vec<Island>,
     /// Keypoint AP positions (ventral, middle, dorsal), set by [`Body::finish`].
     pub ya: f64,
     pub ym: f64,
@@ -518,6 +531,14 @@ impl VertebraPainter<'_> {
                         hu.cancellous
                     };
                     blend(px, v, a_in);
+                    for isl in &b.islands {
+                        let e = (((x - isl.c[0]) / isl.r[0]).powi(2)
+                            + ((yl - isl.c[1]) / isl.r[1]).powi(2)
+                            + ((z - isl.c[2]) / isl.r[2]).powi(2))
+                        .sqrt();
+                        let r_min = isl.r[0].min(isl.r[1]).min(isl.r[2]);
+                        blend(px, isl.hu, coverage((e - 1.0) * r_min, w_wall) * a_in);
+                    }
                     if let Some((cc, cr, chu)) = self.cement {
                         let e = (((x - cc[0]) / cr[0]).powi(2)
                             + ((yl - cc[1]) / cr[1]).powi(2)
