@@ -258,6 +258,21 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
             }
             let mid = if n > 0.0 { sum / n } else { 0.0 };
             let mid_scale = 50.0 / work.cell[if ldx != 0 { 0 } else { 1 }];
+            // Box means of canal and arch size at every cell, computed once per slice: each
+            // body candidate reads them at 21 probe positions.
+            let boxes = |h: [isize; 2]| -> Vec<f32> {
+                (0..nx * ny)
+                    .map(|i| it.mean((i % nx) as isize, (i / nx) as isize, h[0], h[1]))
+                    .collect()
+            };
+            let (canal_box, arch_box) = (boxes(hc), boxes(ha));
+            let at = |map: &[f32], x: isize, y: isize, h: [isize; 2]| {
+                if x >= 0 && y >= 0 && (x as usize) < nx && (y as usize) < ny {
+                    map[y as usize * nx + x as usize]
+                } else {
+                    it.mean(x, y, h[0], h[1])
+                }
+            };
             let mut s = vec![0f32; nx * ny];
             for y in 0..ny as isize {
                 for x in 0..nx as isize {
@@ -270,17 +285,17 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
                     let prior = (-(off / mid_scale).powi(2)).exp() as f32;
                     let mut best = 0f32;
                     for &([canal_at, left_at, right_at, arch_at], weight) in &probes {
-                        let canal = it.mean(x + canal_at.0, y + canal_at.1, hc[0], hc[1]);
+                        let canal = at(&canal_box, x + canal_at.0, y + canal_at.1, hc);
                         // CSF and cord are ~0-60 HU; air outside the body must not pass as canal.
                         let c = ramp(canal, 160.0, 60.0) * ramp(canal, -300.0, -150.0);
                         if c <= 0.0 {
                             continue;
                         }
                         // Pedicles or facet joints flank the canal on both sides.
-                        let left = it.mean(x + left_at.0, y + left_at.1, hc[0], hc[1]);
-                        let right = it.mean(x + right_at.0, y + right_at.1, hc[0], hc[1]);
+                        let left = at(&canal_box, x + left_at.0, y + left_at.1, hc);
+                        let right = at(&canal_box, x + right_at.0, y + right_at.1, hc);
                         let p = ramp(left.min(right), 60.0, 250.0);
-                        let arch = it.mean(x + arch_at.0, y + arch_at.1, ha[0], ha[1]);
+                        let arch = at(&arch_box, x + arch_at.0, y + arch_at.1, ha);
                         let a = ramp(arch, 40.0, 220.0);
                         best = best.max(weight * c * (0.25 + 0.75 * p) * (0.5 + 0.5 * a));
                     }
