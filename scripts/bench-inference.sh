@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The keypoint network in tract (the product) versus onnxruntime (the reference runtime), same
-# models, same input size, same machine, one run: prints both and the ratio tract/onnxruntime.
+# The keypoint and endplate networks in tract (the product) versus onnxruntime (the reference
+# runtime), same models, same input sizes, same machine, one run: prints both and the ratios
+# tract/onnxruntime.
 # Needs the training virtualenv (onnxruntime): VENV=/path/to/venv (default ~/.cache/vcfd-train-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,18 @@ for p in ("f32", "int8"):
         t0 = time.perf_counter(); s.run(None, {"image": x}); t.append((time.perf_counter() - t0) * 1000)
     t.sort(); res[p] = t[len(t) // 2]
     print(f"onnxruntime {p:<4} {rows}x96: median {res[p]:.1f} ms over {iters} runs")
+# The endplate refinement: one batch of 64 patches of 5 x 33 x 17, as the analysis runs it.
+xp = ((np.arange(64 * 5 * 33 * 17) % 89) / 89.0 - 0.5).astype(np.float32).reshape(64, 5, 33, 17) * 2
+for p in ("f32", "int8"):
+    s = ort.InferenceSession(f"model/weights/endplates_{p}.onnx", so, providers=["CPUExecutionProvider"])
+    s.run(None, {"patches": xp})
+    t = []
+    for _ in range(iters):
+        t0 = time.perf_counter(); s.run(None, {"patches": xp}); t.append((time.perf_counter() - t0) * 1000)
+    t.sort(); res["endplates_" + p] = t[len(t) // 2]
+    print(f"onnxruntime {p:<4} endplates 64 patches: median {res['endplates_' + p]:.1f} ms over {iters} runs")
 m = dict(re.findall(r"tract_(\w+)_ms=([\d.]+)", tract))
 print("bench-inference: " + " ".join(
-    f"{p}_tract_over_ort={float(m[p]) / res[p]:.2f}" for p in ("f32", "int8")))
+    f"{p}_tract_over_ort={float(m[p]) / res[p]:.2f}"
+    for p in ("f32", "int8", "endplates_f32", "endplates_int8")))
 PY

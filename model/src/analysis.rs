@@ -38,19 +38,33 @@ pub struct Analysis {
 }
 
 /// Knobs of the analysis.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AnalysisOptions {
     pub decode: DecodeOptions,
+    /// Run the endplate refinement on the keypoint network's points (off only to measure
+    /// what it adds).
+    pub refine_endplates: bool,
     pub quality: QualityOptions,
 }
 
+impl Default for AnalysisOptions {
+    fn default() -> Self {
+        Self {
+            decode: DecodeOptions::default(),
+            refine_endplates: true,
+            quality: QualityOptions::default(),
+        }
+    }
+}
+
+/// Version of the shipped networks (keypoint and endplate, model/MODEL_CARD.md), raised
+/// whenever their weights change: a report must say which weights measured it, and the
+/// result UIDs derive from it. The software's own version is written beside it.
+pub const WEIGHTS_VERSION: &str = "0.2.0";
+
 /// Version string of the analysis, written into every report and SR.
 pub fn model_version(precision: Precision) -> String {
-    format!(
-        "vcfd-keypoints {} {}",
-        env!("CARGO_PKG_VERSION"),
-        precision.as_str()
-    )
+    format!("vcfd-keypoints {WEIGHTS_VERSION} {}", precision.as_str())
 }
 
 /// A vertebral body as measured, before levels and grading.
@@ -119,8 +133,13 @@ pub fn analyze(
             let r = curved_sagittal(volume, &line, &ReformatOptions::default())?;
             timing.insert("reformat".to_string(), ms(t));
             let t = Instant::now();
-            let dets = model.detect(&r, &opts.decode)?;
+            let mut dets = model.detect(&r, &opts.decode)?;
             timing.insert("keypoints".to_string(), ms(t));
+            if opts.refine_endplates {
+                let t = Instant::now();
+                model.endplates().refine(&r, &mut dets)?;
+                timing.insert("endplates".to_string(), ms(t));
+            }
             bodies = measure(volume, &r, dets);
             (Some(r), Some(line))
         }
@@ -205,16 +224,22 @@ fn median_spacing(m: &[Measured]) -> f64 {
     d[d.len() / 2]
 }
 
+/// How close (mm) to the first or last slice a keypoint may lie. Beyond the last slice the
+/// reformat reads air, so a body cut by the field of view shows a sharp false "endplate" at
+/// the cut; and an endplate within a couple of millimetres of the edge has no disc beyond it
+/// to be measured against.
+const EDGE_MARGIN_MM: f64 = 2.0;
+
 /// Maps detections to patient space and keeps those whose body lies wholly inside the scan:
 /// a body cut by the first or last slice has heights that measure the field of view, not
 /// the bone.
 fn measure(volume: &Volume, r: &Reformat, dets: Vec<Detection>) -> Vec<Measured> {
     let g = &volume.geometry;
     let k_max = g.dims[2] as f64 - 1.0;
+    let margin = (EDGE_MARGIN_MM / g.spacing[2]).max(0.5);
     let inside = |p: [f64; 3]| {
         let v = g.patient_to_voxel(p);
-        // Half a slice of margin at each end.
-        v[2] >= 0.5 && v[2] <= k_max - 0.5
+        v[2] >= margin && v[2] <= k_max - margin
     };
     let mut out = Vec::new();
     for det in dets {

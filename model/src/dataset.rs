@@ -49,12 +49,19 @@ pub struct Sample {
     pub height: usize,
     /// Normalised pixels, row-major, row 0 cranial.
     pub pixels: Vec<f32>,
+    /// The thin central slab ([`Reformat::thin`]), normalised, same grid.
+    pub thin: Vec<f32>,
     pub vertebrae: Vec<SampleVertebra>,
 }
 
 /// Builds the network input from a reformat.
 pub fn network_input(r: &Reformat) -> Vec<f32> {
     r.pixels.iter().map(|&h| normalize(h)).collect()
+}
+
+/// The thin-slab image, normalised the same way (the endplate refinement's second channel).
+pub fn thin_input(r: &Reformat) -> Vec<f32> {
+    r.thin.iter().map(|&h| normalize(h)).collect()
 }
 
 /// Builds one training sample from a rendered phantom.
@@ -101,6 +108,7 @@ pub fn sample(ph: &Phantom) -> Result<Sample> {
         width: r.width,
         height: r.height,
         pixels: network_input(&r),
+        thin: thin_input(&r),
         vertebrae,
     })
 }
@@ -122,6 +130,7 @@ mod tests {
         let ph = generate(4, &opts).unwrap();
         let s = sample(&ph).unwrap();
         assert_eq!(s.pixels.len(), s.width * s.height);
+        assert_eq!(s.thin.len(), s.pixels.len());
         let complete: Vec<_> = s.vertebrae.iter().filter(|v| v.complete).collect();
         assert!(complete.len() >= 4, "{} complete vertebrae", complete.len());
         for v in complete {

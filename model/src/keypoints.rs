@@ -8,6 +8,7 @@
 //! store), and the int8 model is the QOperator (QLinearConv) form that tract runs natively.
 
 use crate::dataset::network_input;
+use crate::endplates::EndplateModel;
 use crate::reformat::Reformat;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -101,39 +102,83 @@ impl Default for DecodeOptions {
 
 type Plan = Arc<TypedRunnableModel>;
 
-/// A loaded network, with one optimised plan per padded input height (compiled on first use:
-/// tract optimises best with concrete shapes).
-pub struct KeypointModel {
-    precision: Precision,
+/// One ONNX network with an optimised plan per concrete input shape (compiled on first use:
+/// tract optimises best with concrete shapes). Shared by the keypoint and endplate stages.
+pub(crate) struct Net {
     model: InferenceModel,
-    plans: Mutex<HashMap<usize, Plan>>,
+    plans: Mutex<HashMap<Vec<usize>, Plan>>,
 }
 
 fn tract_err(e: impl std::fmt::Display) -> Error {
     Error::Model(e.to_string())
 }
 
+impl Net {
+    pub(crate) fn from_onnx(what: &str, bytes: &[u8]) -> Result<Self> {
+        let mut reader = bytes;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut reader)
+            .map_err(|e| Error::Model(format!("cannot read the {what} ONNX model: {e}")))?;
+        Ok(Self {
+            model,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn plan(&self, shape: &[usize]) -> Result<Plan> {
+        let mut plans = self
+            .plans
+            .lock()
+            .map_err(|_| Error::Model("model cache poisoned".into()))?;
+        if let Some(p) = plans.get(shape) {
+            return Ok(p.clone());
+        }
+        let plan = self
+            .model
+            .clone()
+            .with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(tract_err)?;
+        plans.insert(shape.to_vec(), plan.clone());
+        Ok(plan)
+    }
+
+    /// Runs the network on one f32 tensor; returns the first output's shape and values.
+    pub(crate) fn run(&self, shape: &[usize], input: &[f32]) -> Result<(Vec<usize>, Vec<f32>)> {
+        let tensor = Tensor::from_shape(shape, input).map_err(tract_err)?;
+        let out = self
+            .plan(shape)?
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(tract_err)?;
+        let t = out
+            .first()
+            .ok_or_else(|| Error::Model("network returned nothing".into()))?;
+        let view = t.to_plain_array_view::<f32>().map_err(tract_err)?;
+        Ok((view.shape().to_vec(), view.iter().copied().collect()))
+    }
+}
+
+/// The loaded networks of one precision: the keypoint network and the endplate refinement.
+pub struct KeypointModel {
+    precision: Precision,
+    net: Net,
+    endplates: EndplateModel,
+}
+
 impl KeypointModel {
-    /// Loads a shipped network.
+    /// Loads the shipped networks.
     pub fn shipped(precision: Precision) -> Result<Self> {
         Self::from_onnx(precision, precision.onnx_bytes())
     }
 
-    /// Loads a network from ONNX bytes (tests compare against other weights this way).
+    /// Loads a keypoint network from ONNX bytes, with the shipped endplate refinement of the
+    /// same precision (tests compare against other weights this way).
     pub fn from_onnx(precision: Precision, bytes: &[u8]) -> Result<Self> {
-        let mut reader = bytes;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut reader)
-            .map_err(|e| {
-                Error::Model(format!(
-                    "cannot read the {} ONNX model: {e}",
-                    precision.as_str()
-                ))
-            })?;
         Ok(Self {
             precision,
-            model,
-            plans: Mutex::new(HashMap::new()),
+            net: Net::from_onnx(&format!("{} keypoint", precision.as_str()), bytes)?,
+            endplates: EndplateModel::shipped(precision)?,
         })
     }
 
@@ -141,23 +186,9 @@ impl KeypointModel {
         self.precision
     }
 
-    fn plan(&self, height: usize) -> Result<Plan> {
-        let mut plans = self
-            .plans
-            .lock()
-            .map_err(|_| Error::Model("model cache poisoned".into()))?;
-        if let Some(p) = plans.get(&height) {
-            return Ok(p.clone());
-        }
-        let plan = self
-            .model
-            .clone()
-            .with_input_fact(0, f32::fact([1, 1, height, INPUT_WIDTH]).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(tract_err)?;
-        plans.insert(height, plan.clone());
-        Ok(plan)
+    /// The endplate refinement stage of the same precision.
+    pub fn endplates(&self) -> &EndplateModel {
+        &self.endplates
     }
 
     /// Runs the network on a normalised image `height x INPUT_WIDTH` (padded here) and returns
@@ -175,16 +206,7 @@ impl KeypointModel {
             input[r * INPUT_WIDTH..(r + 1) * INPUT_WIDTH]
                 .copy_from_slice(&pixels[r * width..r * width + INPUT_WIDTH]);
         }
-        let tensor = Tensor::from_shape(&[1, 1, padded, INPUT_WIDTH], &input).map_err(tract_err)?;
-        let out = self
-            .plan(padded)?
-            .run(tvec!(tensor.into_tvalue()))
-            .map_err(tract_err)?;
-        let t = out
-            .first()
-            .ok_or_else(|| Error::Model("network returned nothing".into()))?;
-        let view = t.to_plain_array_view::<f32>().map_err(tract_err)?;
-        let shape = view.shape().to_vec();
+        let (shape, data) = self.net.run(&[1, 1, padded, INPUT_WIDTH], &input)?;
         let (oh, ow) = (padded / STRIDE, INPUT_WIDTH / STRIDE);
         if shape != [1, CHANNELS, oh, ow] {
             return Err(Error::Model(format!(
@@ -192,7 +214,7 @@ impl KeypointModel {
             )));
         }
         Ok(Maps {
-            data: view.iter().copied().collect(),
+            data,
             height: oh,
             width: ow,
             valid_rows: height.div_ceil(STRIDE),

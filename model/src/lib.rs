@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod dataset;
 pub mod density;
+pub mod endplates;
 pub mod error;
 pub mod evaluate;
 pub mod findings;

@@ -24,6 +24,8 @@ pub struct ReformatOptions {
     pub slab_mm: f64,
     /// Distance between samples across the slab, mm.
     pub slab_step_mm: f64,
+    /// The central part of the slab averaged separately into [`Reformat::thin`], mm.
+    pub thin_slab_mm: f64,
 }
 
 impl Default for ReformatOptions {
@@ -33,6 +35,7 @@ impl Default for ReformatOptions {
             half_width_mm: 48.0,
             slab_mm: 10.0,
             slab_step_mm: 1.0,
+            thin_slab_mm: 2.0,
         }
     }
 }
@@ -57,6 +60,11 @@ pub struct Reformat {
     pub height: usize,
     /// Mean HU over the slab, row-major, row 0 cranial.
     pub pixels: Vec<f32>,
+    /// Mean HU over the slab's central [`ReformatOptions::thin_slab_mm`], same grid: the
+    /// body's mid-sagittal plane, where the keypoints are defined. The wide slab keeps a
+    /// scoliotic body in view but averages a central endplate depression with the shallower
+    /// bone beside it; the endplate refinement reads both.
+    pub thin: Vec<f32>,
     /// One frame per row.
     pub frames: Vec<Frame>,
     pub pixel_mm: f64,
@@ -238,12 +246,14 @@ pub fn curved_sagittal(
     let mut image = Reformat {
         width,
         height,
-        pixels: vec![0.0; width * height],
+        pixels: Vec::new(),
+        thin: Vec::new(),
         frames,
         pixel_mm: opts.pixel_mm,
     };
     let c0 = image.center_col();
-    let pixels: Vec<f32> = (0..height)
+    let thin_half = 0.5 * opts.thin_slab_mm + 1e-9;
+    let (pixels, thin): (Vec<f32>, Vec<f32>) = (0..height)
         .into_par_iter()
         .flat_map_iter(|r| {
             let f = image.frames[r];
@@ -252,21 +262,23 @@ pub fn curved_sagittal(
         .map(|(f, _r, c)| {
             let u = (c as f64 - c0) * opts.pixel_mm;
             let base = add(f.origin, f.posterior, u);
-            let (mut acc, mut n) = (0f64, 0f64);
+            let (mut acc, mut n, mut acc_thin, mut n_thin) = (0f64, 0f64, 0f64, 0f64);
             for k in 0..n_slab {
-                let p = add(base, f.lateral, slab0 + k as f64 * opts.slab_step_mm);
-                if let Some(v) = volume.sample_patient(p) {
+                let w = slab0 + k as f64 * opts.slab_step_mm;
+                if let Some(v) = volume.sample_patient(add(base, f.lateral, w)) {
                     acc += f64::from(v);
                     n += 1.0;
+                    if w.abs() <= thin_half {
+                        acc_thin += f64::from(v);
+                        n_thin += 1.0;
+                    }
                 }
             }
-            if n > 0.0 {
-                (acc / n) as f32
-            } else {
-                -1024.0
-            }
+            let mean = |a: f64, n: f64| if n > 0.0 { (a / n) as f32 } else { -1024.0 };
+            (mean(acc, n), mean(acc_thin, n_thin))
         })
-        .collect();
+        .unzip();
+    image.thin = thin;
     image.pixels = pixels;
     Ok(image)
 }

@@ -1,7 +1,8 @@
 //! `vcfd dataset`: exports CNN training samples rendered by the Rust preprocessing.
 //!
-//! Writes `OUT/images/SEED.f32` (little-endian f32, `height x width`, row-major) and one JSON
-//! line per sample in `OUT/labels.jsonl`. Training seeds must stay below
+//! Writes `OUT/images/SEED.f32` (little-endian f32, `height x width`, row-major), the thin-slab
+//! image `OUT/images/SEED.thin.f32` (same layout) and one JSON line per sample in
+//! `OUT/labels.jsonl`. Training seeds must stay below
 //! [`vcfd_model::dataset::EVAL_SEED_MIN`] so evaluation never sees a training study.
 
 use anyhow::{bail, Context};
@@ -81,11 +82,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         let file = format!("{seed:06}.f32");
-        let bytes: Vec<u8> = s.pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
-        std::fs::write(images.join(&file), bytes).with_context(|| format!("writing {file}"))?;
+        let thin_file = format!("{seed:06}.thin.f32");
+        for (name, px) in [(&file, &s.pixels), (&thin_file, &s.thin)] {
+            let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(images.join(name), bytes).with_context(|| format!("writing {name}"))?;
+        }
         let line = serde_json::json!({
             "seed": seed,
             "file": format!("images/{file}"),
+            "thin_file": format!("images/{thin_file}"),
             "width": s.width,
             "height": s.height,
             "vertebrae": s.vertebrae,
