@@ -211,6 +211,8 @@ pub struct CaseScore {
     pub level_correct: usize,
     /// Levels were anchored on T12 in this case.
     pub anchored: bool,
+    /// T12, the anchor, lies in the field of view: without it levels can only be relative.
+    pub t12_in_view: bool,
     /// Reported minus true level index of the matched bodies that got a level (most common
     /// value): shows whether wrong levels are a miscounted anchor (+-1) or scattered.
     pub level_shift: Option<i64>,
@@ -257,6 +259,10 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
         seconds,
         reliable: f.quality.reliable,
         anchored: f.levels_anchored,
+        t12_in_view: truth
+            .vertebrae
+            .iter()
+            .any(|v| v.level == "T12" && v.in_view),
         ..Default::default()
     };
     let mut shifts: Vec<i64> = Vec::new();

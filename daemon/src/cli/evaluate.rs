@@ -112,6 +112,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let recall = proportion(matched, truth_n);
     let precision = proportion(matched, matched + false_n);
     let level_acc = proportion(sum(|s| s.level_correct), matched);
+    let anchorable = |f: fn(&CaseScore) -> usize| {
+        scores
+            .iter()
+            .filter(|s| s.t12_in_view)
+            .map(f)
+            .sum::<usize>()
+    };
+    let level_acc_t12 = proportion(anchorable(|s| s.level_correct), anchorable(|s| s.matched));
     let genant = proportion(sum(|s| s.grade_agree), matched);
     let heights: Vec<f64> = scores
         .iter()
@@ -158,12 +166,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fmt(precision)
     );
     println!("level accuracy:         {}", fmt(level_acc));
+    println!(
+        "  where T12 is in view: {}  (without it levels are reported as unknown)",
+        fmt(level_acc_t12)
+    );
     println!("height MAE (mm):        {}", fmt(mae));
     println!("Genant exact agreement: {}", fmt(genant));
     println!(
         "seconds per study:      {}  (analysis only, phantom rendering excluded)",
         fmt(sec)
     );
+    println!();
+    println!("by hard condition, at {OPERATING_THRESHOLD:.2}: fractures found / positives, negatives called negative / negatives");
+    let mut conditions: Vec<&str> = scores.iter().map(|s| s.condition.as_str()).collect();
+    conditions.sort_unstable();
+    conditions.dedup();
+    for c in conditions {
+        let of = |label: bool| {
+            scores
+                .iter()
+                .filter(move |s| s.condition == c && s.label == label)
+        };
+        let found = of(true).filter(|s| s.score >= OPERATING_THRESHOLD).count();
+        let cleared = of(false).filter(|s| s.score < OPERATING_THRESHOLD).count();
+        println!(
+            "  {c:<18} sensitivity {found}/{}  specificity {cleared}/{}",
+            of(true).count(),
+            of(false).count()
+        );
+    }
     if let Some(path) = &args.json {
         let est = |e: Option<Estimate>| json!(e);
         let doc = json!({
@@ -172,7 +203,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "precision": args.precision.as_str(),
             "patient_auc": est(auc), "sensitivity": est(sens), "specificity": est(spec),
             "vertebra_auc": est(vert_auc), "recall": est(recall), "precision_det": est(precision),
-            "level_accuracy": est(level_acc), "height_mae_mm": est(mae),
+            "level_accuracy": est(level_acc),
+            "level_accuracy_t12_in_view": est(level_acc_t12), "height_mae_mm": est(mae),
             "genant_agreement": est(genant), "seconds_per_study": est(sec),
             "per_case": scores.iter().map(|s| json!({
                 "seed": s.seed, "condition": s.condition, "label": s.label, "score": s.score,
