@@ -65,7 +65,9 @@ pub fn classify(h: Heights, expected_posterior: Option<f64>) -> Deformity {
         }
     };
     let wedge = ratio_loss(h.anterior, h.posterior);
-    let biconcave = ratio_loss(h.middle, h.anterior.max(h.posterior));
+    // Against the posterior height only, as Genant defines it: a lower lumbar body is normally
+    // taller in front (lordosis), and Hm against that taller front would read as a depression.
+    let biconcave = ratio_loss(h.middle, h.posterior);
     let crush = expected_posterior
         .map(|e| ratio_loss(h.posterior.max(h.anterior), e))
         .unwrap_or(0.0);
@@ -128,6 +130,14 @@ mod tests {
         assert_eq!((d.morphology, d.grade), (Morphology::Crush, 3));
         let d = classify(h(14.0, 14.0, 14.0), None);
         assert_eq!((d.morphology, d.grade), (Morphology::Normal, 0));
+    }
+
+    #[test]
+    fn a_lordotic_body_taller_in_front_is_normal() {
+        // L5-like: Ha 29, Hm 24, Hp 25. Against Ha the middle would be 17 % short.
+        let d = classify(h(29.0, 24.0, 25.0), Some(25.0));
+        assert_eq!((d.morphology, d.grade), (Morphology::Normal, 0));
+        assert!((d.value - 0.04).abs() < 1e-9);
     }
 
     #[test]
