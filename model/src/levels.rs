@@ -87,8 +87,13 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
                 .into(),
         );
     }
-    let slots = slots(bodies);
-    let missed = slots.iter().filter(|s| s.body.is_none()).count();
+    let mut slots = slots(bodies);
+    let edge = top_edge_slot(volume, &slots);
+    let cut_at_top = edge.is_some();
+    if let Some(s) = edge {
+        slots.insert(0, s);
+    }
+    let missed = slots.iter().filter(|s| s.body.is_none()).count() - usize::from(cut_at_top);
     // A vertebra whose ribs would run out of the field (they descend about one body height
     // before passing the transverse processes) cannot be called rib-free: it abstains
     // unless ribs were found.
@@ -139,7 +144,14 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
         ));
     }
     if slots[t].body.is_none() {
-        note.push_str(" The anchor itself was not detected; it was inferred from a gap.");
+        if t == 0 && cut_at_top {
+            note.push_str(
+                " The anchor is cut by the top of the field; its ribs were found above the \
+                 first body.",
+            );
+        } else {
+            note.push_str(" The anchor itself was not detected; it was inferred from a gap.");
+        }
     }
     LevelAssignment {
         levels,
@@ -194,6 +206,38 @@ fn slots(bodies: &[Body]) -> Vec<Slot> {
         }
     }
     out
+}
+
+/// The vertebra above the first body when the top of the field cuts it (its upper endplate
+/// lies outside, its lower one inside): too little of its body is in view to be detected, but
+/// its ribs can be. Why: an abdominal CT often starts inside T12, and without this slot its
+/// ribs are never seen and the lumbar levels stay unknown.
+fn top_edge_slot(volume: &Volume, slots: &[Slot]) -> Option<Slot> {
+    let first = slots.first()?;
+    let second = slots.get(1)?;
+    let g = &volume.geometry;
+    let f = &first.frame;
+    let spacing = norm(sub3(first.frame.c, second.frame.c));
+    let c = add(f.c, scale(f.up, spacing));
+    let inside = |p: [f64; 3]| {
+        let v = g.patient_to_voxel(p);
+        (0..3).all(|a| v[a] >= 0.0 && v[a] <= g.dims[a] as f64 - 1.0)
+    };
+    let upper = add(c, scale(f.up, 0.5 * f.height));
+    let lower = add(c, scale(f.up, -0.5 * f.height));
+    if inside(upper) || !inside(lower) {
+        return None;
+    }
+    Some(Slot {
+        body: None,
+        frame: Frame {
+            c,
+            up: f.up,
+            post: f.post,
+            lat: f.lat,
+            height: f.height,
+        },
+    })
 }
 
 /// Most vertebrae that can lie above T12 in a CT's field (T1-T11, C7, C6) and below it
