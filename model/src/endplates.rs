@@ -332,22 +332,16 @@ mod tests {
         );
     }
 
-    fn read_f32(name: &str) -> Vec<f32> {
-        let path = format!("{}/weights/{name}", env!("CARGO_MANIFEST_DIR"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    }
-
     /// The shipped refinement networks run in tract and reproduce onnxruntime's offsets
     /// (stored by train_endplates.py for 16 real patches).
     #[test]
     fn shipped_models_match_the_onnxruntime_reference() {
-        let input = read_f32("endplates_reference_input.f32");
+        let input = crate::keypoints::read_weights_f32("endplates_reference_input.f32");
         for (p, tol) in [(Precision::F32, 1e-3), (Precision::Int8, 0.1)] {
-            let reference = read_f32(&format!("endplates_reference_{}.f32", p.as_str()));
+            let reference = crate::keypoints::read_weights_f32(&format!(
+                "endplates_reference_{}.f32",
+                p.as_str()
+            ));
             let m = EndplateModel::shipped(p).unwrap();
             let ours = m.run_patches(&input).unwrap();
             assert_eq!(ours.len() * 2, reference.len(), "{p:?}");

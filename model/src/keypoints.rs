@@ -376,6 +376,17 @@ impl Maps {
     }
 }
 
+/// A little-endian f32 file from `weights/` (the onnxruntime references written by training).
+#[cfg(test)]
+pub(crate) fn read_weights_f32(name: &str) -> Vec<f32> {
+    let path = format!("{}/weights/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,26 +432,17 @@ mod tests {
         assert!((d[0].confidence - sigmoid(3.0) as f64).abs() < 1e-9);
     }
 
-    fn read_f32(name: &str) -> Vec<f32> {
-        let path = format!("{}/weights/{name}", env!("CARGO_MANIFEST_DIR"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    }
-
     /// The shipped models run in tract and reproduce onnxruntime's output (stored by
     /// train.py on a real reformat crop) map for map and keypoint for keypoint.
     #[test]
     fn shipped_models_match_the_onnxruntime_reference() {
-        let input = read_f32("reference_input.f32");
+        let input = read_weights_f32("reference_input.f32");
         let h = input.len() / INPUT_WIDTH;
         assert_eq!(h * INPUT_WIDTH, input.len());
         // Loose enough for int8 rounding differences between runtimes, tight enough to catch
         // a wrong layout, a dropped op or mismatched scales.
         for (p, map_tol, kp_tol) in [(Precision::F32, 1e-3, 0.05), (Precision::Int8, 0.35, 1.5)] {
-            let reference = read_f32(&format!("reference_{}.f32", p.as_str()));
+            let reference = read_weights_f32(&format!("reference_{}.f32", p.as_str()));
             let m = KeypointModel::shipped(p).unwrap();
             let maps = m.run_raw(&input, INPUT_WIDTH, h).unwrap();
             assert_eq!(maps.data.len(), reference.len(), "{p:?}");
