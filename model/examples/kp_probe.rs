@@ -22,6 +22,9 @@ fn main() {
     let png_dir = args.get(3).cloned();
     let model = KeypointModel::shipped(p).expect("model");
     let mut opts = AnalysisOptions::default();
+    if let Some(c) = std::env::var("MIN_CONF").ok().and_then(|s| s.parse().ok()) {
+        opts.decode.min_confidence = c;
+    }
     if std::env::var("NO_REFINE").is_ok() {
         opts.refine_endplates = false;
     }
