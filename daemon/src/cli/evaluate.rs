@@ -33,6 +33,10 @@ pub struct Args {
     /// validation range of seeds, never on the test cases.
     #[arg(long)]
     pub min_confidence: Option<f32>,
+    /// Centre probability a detection needs where a gap in the column says a body was missed
+    /// (default: the product's; at or above --min-confidence the gap rule is off).
+    #[arg(long)]
+    pub gap_confidence: Option<f32>,
 }
 
 fn fmt(e: Option<Estimate>) -> String {
@@ -60,6 +64,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("--min-confidence must lie in [0, 1)");
         }
         opts.decode.min_confidence = c;
+    }
+    if let Some(c) = args.gap_confidence {
+        if !(0.0..1.0).contains(&c) {
+            bail!("--gap-confidence must lie in [0, 1)");
+        }
+        opts.decode.gap_confidence = c;
     }
     let mut scores: Vec<CaseScore> = Vec::with_capacity(args.cases);
     for i in 0..args.cases {
