@@ -19,24 +19,22 @@ x = ((np.arange(rows * 96) % 97) / 97.0 - 0.5).astype(np.float32).reshape(1, 1, 
 so = ort.SessionOptions()
 so.intra_op_num_threads = 2
 res = {}
-for p in ("f32", "int8"):
-    s = ort.InferenceSession(f"model/weights/keypoints_{p}.onnx", so, providers=["CPUExecutionProvider"])
-    s.run(None, {"image": x})
-    t = []
-    for _ in range(iters):
-        t0 = time.perf_counter(); s.run(None, {"image": x}); t.append((time.perf_counter() - t0) * 1000)
-    t.sort(); res[p] = t[len(t) // 2]
-    print(f"onnxruntime {p:<4} {rows}x96: median {res[p]:.1f} ms over {iters} runs")
 # The endplate refinement: one batch of 64 patches of 5 x 33 x 17, as the analysis runs it.
 xp = ((np.arange(64 * 5 * 33 * 17) % 89) / 89.0 - 0.5).astype(np.float32).reshape(64, 5, 33, 17) * 2
-for p in ("f32", "int8"):
-    s = ort.InferenceSession(f"model/weights/endplates_{p}.onnx", so, providers=["CPUExecutionProvider"])
-    s.run(None, {"patches": xp})
-    t = []
-    for _ in range(iters):
-        t0 = time.perf_counter(); s.run(None, {"patches": xp}); t.append((time.perf_counter() - t0) * 1000)
-    t.sort(); res["endplates_" + p] = t[len(t) // 2]
-    print(f"onnxruntime {p:<4} endplates 64 patches: median {res['endplates_' + p]:.1f} ms over {iters} runs")
+for net, feed, what in (
+    ("keypoints", {"image": x}, f"{rows}x96"),
+    ("endplates", {"patches": xp}, "endplates 64 patches"),
+):
+    for p in ("f32", "int8"):
+        s = ort.InferenceSession(f"model/weights/{net}_{p}.onnx", so, providers=["CPUExecutionProvider"])
+        s.run(None, feed)
+        t = []
+        for _ in range(iters):
+            t0 = time.perf_counter(); s.run(None, feed); t.append((time.perf_counter() - t0) * 1000)
+        t.sort()
+        key = p if net == "keypoints" else f"{net}_{p}"
+        res[key] = t[len(t) // 2]
+        print(f"onnxruntime {p:<4} {what}: median {res[key]:.1f} ms over {iters} runs")
 m = dict(re.findall(r"tract_(\w+)_ms=([\d.]+)", tract))
 print("bench-inference: " + " ".join(
     f"{p}_tract_over_ort={float(m[p]) / res[p]:.2f}"

@@ -63,12 +63,12 @@ fn main() {
             }
         }
     }
-    let f = std::fs::File::create(&args[1]).expect("png");
-    let mut e = png::Encoder::new(std::io::BufWriter::new(f), w as u32, h as u32);
-    e.set_color(png::ColorType::Rgb);
-    e.set_depth(png::BitDepth::Eight);
-    e.write_header()
-        .expect("header")
-        .write_image_data(&px)
-        .expect("data");
+    vcfd::preview::write_png_pixels(
+        std::path::Path::new(&args[1]),
+        w,
+        h,
+        png::ColorType::Rgb,
+        &px,
+    )
+    .expect("write png");
 }

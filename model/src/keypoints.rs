@@ -90,16 +90,18 @@ pub struct DecodeOptions {
     /// Peaks closer than this (pixels along the spine) are one vertebra.
     pub min_separation_px: f64,
     /// A gap between neighbouring detections longer than this many local spacings holds a
-    /// missed body (a crushed one leaves about 1.5, a normal one 2) ...
+    /// missed body (a crushed one leaves about 1.5 spacings, a normal one 2), and there a
+    /// peak of [`Self::gap_confidence`] is enough.
     pub gap_factor: f64,
-    /// ... unless it is longer than this: then several bodies are missing, the detector has
-    /// failed over a stretch of the column (the localiser off the spine, as seen on the
-    /// validation seeds), and one weak peak there was a false body as often as a true one.
-    pub gap_factor_max: f64,
-    /// ... and there a weaker peak is enough. Why: a crushed body, a third of a normal height,
-    /// draws a weak centre peak (0.1-0.3 on the phantoms where it was missed), while vertebrae
-    /// follow each other at nearly even spacing, so the gap itself says a body is there.
+    /// Centre probability a peak needs inside such a gap. Why: a crushed body, a third of a
+    /// normal height, draws a weak centre peak (0.1-0.3 on the phantoms where it was missed),
+    /// while vertebrae follow each other at nearly even spacing, so the gap itself says a body
+    /// is there.
     pub gap_confidence: f32,
+    /// A gap longer than this many spacings is left alone: several bodies are missing, the
+    /// detector has failed over a stretch of the column (the localiser off the spine, as seen
+    /// on the validation seeds), and one weak peak there was a false body as often as a true one.
+    pub gap_factor_max: f64,
 }
 
 impl Default for DecodeOptions {
@@ -108,8 +110,8 @@ impl Default for DecodeOptions {
             min_confidence: 0.3,
             min_separation_px: 10.0,
             gap_factor: 1.3,
-            gap_factor_max: 2.2,
             gap_confidence: 0.05,
+            gap_factor_max: 2.2,
         }
     }
 }

@@ -88,20 +88,16 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
         );
     }
     let mut slots = slots(bodies);
+    let missed = slots.iter().filter(|s| s.body.is_none()).count();
     let edge = top_edge_slot(volume, &slots);
     let cut_at_top = edge.is_some();
     if let Some(s) = edge {
         slots.insert(0, s);
     }
-    let missed = slots.iter().filter(|s| s.body.is_none()).count() - usize::from(cut_at_top);
     // A vertebra whose ribs would run out of the field (they descend about one body height
     // before passing the transverse processes) cannot be called rib-free: it abstains
     // unless ribs were found.
-    let g = &volume.geometry;
-    let cut_off = |f: &Frame| {
-        let v = g.patient_to_voxel(add(f.c, scale(f.up, -f.height)));
-        (0..3).any(|a| v[a] < 0.0 || v[a] > g.dims[a] as f64 - 1.0)
-    };
+    let cut_off = |f: &Frame| !in_field(volume, add(f.c, scale(f.up, -f.height)));
     let votes: Vec<f64> = rib_sides(volume, &slots)
         .iter()
         .zip(&slots)
@@ -213,31 +209,25 @@ fn slots(bodies: &[Body]) -> Vec<Slot> {
 /// its ribs can be. Why: an abdominal CT often starts inside T12, and without this slot its
 /// ribs are never seen and the lumbar levels stay unknown.
 fn top_edge_slot(volume: &Volume, slots: &[Slot]) -> Option<Slot> {
-    let first = slots.first()?;
-    let second = slots.get(1)?;
-    let g = &volume.geometry;
-    let f = &first.frame;
-    let spacing = norm(sub3(first.frame.c, second.frame.c));
+    let f = &slots.first()?.frame;
+    let spacing = norm(sub3(f.c, slots.get(1)?.frame.c));
     let c = add(f.c, scale(f.up, spacing));
-    let inside = |p: [f64; 3]| {
-        let v = g.patient_to_voxel(p);
-        (0..3).all(|a| v[a] >= 0.0 && v[a] <= g.dims[a] as f64 - 1.0)
-    };
     let upper = add(c, scale(f.up, 0.5 * f.height));
     let lower = add(c, scale(f.up, -0.5 * f.height));
-    if inside(upper) || !inside(lower) {
+    if in_field(volume, upper) || !in_field(volume, lower) {
         return None;
     }
     Some(Slot {
         body: None,
-        frame: Frame {
-            c,
-            up: f.up,
-            post: f.post,
-            lat: f.lat,
-            height: f.height,
-        },
+        frame: Frame { c, ..f.clone() },
     })
+}
+
+/// Whether a patient-space point lies within the volume's voxel grid.
+fn in_field(volume: &Volume, p: [f64; 3]) -> bool {
+    let g = &volume.geometry;
+    let v = g.patient_to_voxel(p);
+    (0..3).all(|a| v[a] >= 0.0 && v[a] <= g.dims[a] as f64 - 1.0)
 }
 
 /// Most vertebrae that can lie above T12 in a CT's field (T1-T11, C7, C6) and below it
@@ -278,6 +268,7 @@ fn fit_step(v: &[f64]) -> Option<usize> {
 }
 
 /// Local frame of a body: unit vectors up (cranial), posterior and lateral (patient left).
+#[derive(Clone)]
 pub(crate) struct Frame {
     pub c: [f64; 3],
     pub up: [f64; 3],

@@ -267,11 +267,7 @@ pub fn locate(volume: &Volume, opts: &SpineOptions) -> Result<Centreline> {
             };
             let (canal_box, arch_box) = (boxes(hc), boxes(ha));
             let at = |map: &[f32], x: isize, y: isize, h: [isize; 2]| {
-                if x >= 0 && y >= 0 && (x as usize) < nx && (y as usize) < ny {
-                    map[y as usize * nx + x as usize]
-                } else {
-                    it.mean(x, y, h[0], h[1])
-                }
+                cell(x, y, nx, ny).map_or_else(|| it.mean(x, y, h[0], h[1]), |i| map[i])
             };
             let mut s = vec![0f32; nx * ny];
             for y in 0..ny as isize {
@@ -480,8 +476,8 @@ fn suppress_in_front(
             for d in behind.0 as isize..=behind.1 as isize {
                 for l in -side..=side {
                     let (qx, qy) = (x + post.0 * d + across.0 * l, y + post.1 * d + across.1 * l);
-                    if qx >= 0 && qy >= 0 && (qx as usize) < nx && (qy as usize) < ny {
-                        worst = worst.max(s[qy as usize * nx + qx as usize]);
+                    if let Some(i) = cell(qx, qy, nx, ny) {
+                        worst = worst.max(s[i]);
                     }
                 }
             }
@@ -490,6 +486,12 @@ fn suppress_in_front(
         }
     }
     out
+}
+
+/// Index of cell (`x`, `y`) in a row-major `nx` x `ny` grid, `None` outside it.
+fn cell(x: isize, y: isize, nx: usize, ny: usize) -> Option<usize> {
+    let (xu, yu) = (usize::try_from(x).ok()?, usize::try_from(y).ok()?);
+    (xu < nx && yu < ny).then_some(yu * nx + xu)
 }
 
 /// Score weight of a canal found turned from straight behind the body (see `locate`).
@@ -586,8 +588,8 @@ fn band_mean(img: &[f32], nx: usize, ny: usize, p: (isize, isize), across: (isiz
     let (mut acc, mut n) = (0f32, 0f32);
     for l in -1..=1 {
         let (qx, qy) = (p.0 + across.0 * l, p.1 + across.1 * l);
-        if qx >= 0 && qy >= 0 && (qx as usize) < nx && (qy as usize) < ny {
-            acc += img[qy as usize * nx + qx as usize];
+        if let Some(i) = cell(qx, qy, nx, ny) {
+            acc += img[i];
             n += 1.0;
         }
     }

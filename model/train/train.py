@@ -14,7 +14,6 @@ Usage: train.py --data DIR [--data DIR2] --out model/weights [--epochs N] [--see
 """
 
 import argparse
-import json
 import math
 import os
 import random
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common import conv, quantize_convs, read_labels
 
 STRIDE = 4
 CROP_H = 256
@@ -40,29 +41,15 @@ FRACTURE_CROP = 0.5
 
 def load_samples(dirs):
     samples = []
-    for d in dirs:
-        with open(os.path.join(d, "labels.jsonl")) as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    # A dataset still being written: its last line may be cut short.
-                    continue
-                rec = json.loads(line)
-                img = np.fromfile(os.path.join(d, rec["file"]), dtype="<f4")
-                img = img.reshape(rec["height"], rec["width"])[:, :WIDTH]
-                samples.append((img, rec["vertebrae"], rec["seed"]))
+    for d, rec in read_labels(dirs):
+        img = np.fromfile(os.path.join(d, rec["file"]), dtype="<f4")
+        img = img.reshape(rec["height"], rec["width"])[:, :WIDTH]
+        samples.append((img, rec["vertebrae"], rec["seed"]))
     return samples
 
 
 def fractured(v):
     return v["complete"] and v["genant_grade"] >= 1
-
-
-def conv(cin, cout, stride=1):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
 
 
 class KeypointNet(nn.Module):
@@ -232,37 +219,15 @@ def export(model, path):
 
 
 def quantize(f32_path, int8_path, samples):
-    """Static int8 quantisation in QOperator form (QLinearConv), per-tensor scales: what tract
-    runs natively."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = [
-                {"image": s[0][None, None, :CROP_H, :WIDTH].astype(np.float32)}
-                for s in samples[:64]
-                if s[0].shape[0] >= CROP_H
-            ]
-
-        def get_next(self):
-            return self.items.pop() if self.items else None
-
-    quantize_static(
+    """Static int8 quantisation, calibrated on 64 training crops."""
+    quantize_convs(
         f32_path,
         int8_path,
-        Reader(),
-        quant_format=QuantFormat.QOperator,
-        per_channel=False,
-        # tract has no QLinearConcat / QLinearResize: only the convolutions (where the time
-        # goes) are quantised; concatenation and upsampling stay float between them.
-        op_types_to_quantize=["Conv"],
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
+        [
+            {"image": s[0][None, None, :CROP_H, :WIDTH].astype(np.float32)}
+            for s in samples[:64]
+            if s[0].shape[0] >= CROP_H
+        ],
     )
 
 

@@ -21,7 +21,6 @@ Usage: train_endplates.py --data DIR [--data DIR2] --out model/weights [--epochs
 """
 
 import argparse
-import json
 import math
 import os
 import random
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common import conv, quantize_convs, read_labels
 
 
 PATCH_ROWS = 33
@@ -51,19 +52,13 @@ COL_SD, COL_SPAN = 0.8, 3.0
 def load_samples(dirs):
     """(images [2, h, w]: wide and thin slab, vertebrae, seed) per study."""
     samples = []
-    for d in dirs:
-        with open(os.path.join(d, "labels.jsonl")) as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    # A dataset still being written: its last line may be cut short.
-                    continue
-                rec = json.loads(line)
-                h, w = rec["height"], rec["width"]
-                imgs = [
-                    np.fromfile(os.path.join(d, rec[key]), dtype="<f4").reshape(h, w)
-                    for key in ("file", "thin_file")
-                ]
-                samples.append((np.stack(imgs), rec["vertebrae"], rec["seed"]))
+    for d, rec in read_labels(dirs):
+        h, w = rec["height"], rec["width"]
+        imgs = [
+            np.fromfile(os.path.join(d, rec[key]), dtype="<f4").reshape(h, w)
+            for key in ("file", "thin_file")
+        ]
+        samples.append((np.stack(imgs), rec["vertebrae"], rec["seed"]))
     return samples
 
 
@@ -83,14 +78,6 @@ def patch(imgs, k, row, col):
         x[:IMAGES] = x[:IMAGES, ::-1].copy()
     x[IMAGES + k % 3] = 1.0
     return x, (cr, cc)
-
-
-def conv(cin, cout, stride=1):
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
 
 
 class EndplateNet(nn.Module):
@@ -199,38 +186,12 @@ def export(model, path):
 
 
 def quantize(f32_path, int8_path, samples, pts):
-    """Static int8 quantisation (QOperator convolutions and matmuls, per-tensor scales), as
-    for the keypoint network."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
+    """Static int8 quantisation, calibrated on 512 training patches, jittered as in training."""
     rng = random.Random(7)
     calib = [pts[i] for i in rng.sample(range(len(pts)), min(512, len(pts)))]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            xs = [patch(samples[si][0], k, r + jitter(rng, ROW_SD, ROW_SPAN), c)[0] for si, k, r, c, _ in calib]
-            self.items = [{"patches": np.stack(xs[i : i + 64])} for i in range(0, len(xs), 64)]
-
-        def get_next(self):
-            return self.items.pop() if self.items else None
-
-    quantize_static(
-        f32_path,
-        int8_path,
-        Reader(),
-        quant_format=QuantFormat.QOperator,
-        per_channel=False,
-        op_types_to_quantize=["Conv"],
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    # The quantiser annotates intermediate tensors with the symbolic batch size; tract then
-    # refuses the concrete batch Rust runs with. The shapes follow from the input anyway.
-    import onnx
-
-    m = onnx.load(int8_path)
-    del m.graph.value_info[:]
-    onnx.save(m, int8_path)
+    xs = [patch(samples[si][0], k, r + jitter(rng, ROW_SD, ROW_SPAN), c)[0] for si, k, r, c, _ in calib]
+    batches = [{"patches": np.stack(xs[i : i + 64])} for i in range(0, len(xs), 64)]
+    quantize_convs(f32_path, int8_path, batches, fixed_batch=True)
 
 
 def write_reference(out_dir, samples, pts):

@@ -1,5 +1,5 @@
 //! Developer probe: per-vertebra keypoint errors on evaluation cases, in reformat pixels.
-//! `cargo run --release -p vcfd-model --example kp_probe -- FIRST_SEED N [f32|int8] [PNGDIR]`
+//! `cargo run --release -p vcfd --example kp_probe -- FIRST_SEED N [f32|int8] [PNGDIR]`
 //! Prints one line per matched truth body: case, condition, level, truth grade/deformity,
 //! measured deformity, and the six keypoints' (drow, dcol) errors.
 use vcfd_model::analysis::{analyze, AnalysisOptions};
@@ -197,12 +197,6 @@ fn write_overlay(
             dot(k, [255, 0, 0]);
         }
     }
-    let file = std::fs::File::create(path).expect("create png");
-    let mut e = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
-    e.set_color(png::ColorType::Rgb);
-    e.set_depth(png::BitDepth::Eight);
-    e.write_header()
-        .expect("header")
-        .write_image_data(&px)
-        .expect("data");
+    vcfd::preview::write_png_pixels(std::path::Path::new(path), w, h, png::ColorType::Rgb, &px)
+        .expect("write png");
 }

@@ -1,18 +1,7 @@
 //! Developer probe: locates the spine in a phantom and reports the distance to truth.
-//! `cargo run --release -p vcfd-model --example spine_probe -- SEED [COBB] [KYPHOSIS]`
+//! `cargo run --release -p vcfd --example spine_probe -- SEED [COBB] [KYPHOSIS]`
 //! or `... -- case N` for the N-th evaluation case.
 use vcfd_model::phantom::{generate, PhantomOptions};
-
-fn write_png(path: &str, w: usize, h: usize, px: &[u8]) {
-    let f = std::fs::File::create(path).expect("create png");
-    let mut e = png::Encoder::new(std::io::BufWriter::new(f), w as u32, h as u32);
-    e.set_color(png::ColorType::Grayscale);
-    e.set_depth(png::BitDepth::Eight);
-    e.write_header()
-        .expect("header")
-        .write_image_data(px)
-        .expect("data");
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -83,5 +72,12 @@ fn main() {
         .iter()
         .map(|&h| ((h + 500.0) / 1800.0 * 255.0).clamp(0.0, 255.0) as u8)
         .collect();
-    write_png("/tmp/reformat_probe.png", r.width, r.height, &px);
+    vcfd::preview::write_png_pixels(
+        std::path::Path::new("/tmp/reformat_probe.png"),
+        r.width,
+        r.height,
+        png::ColorType::Grayscale,
+        &px,
+    )
+    .expect("write png");
 }
