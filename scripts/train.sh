@@ -9,8 +9,9 @@
 #
 # WORK (default /tmp/vcfd-train) holds the samples; the virtualenv lives outside the repository
 # (VENV, default ~/.cache/vcfd-train-venv) because PyTorch's wheels are several GB.
-# On the 2-core development box: ~50 min of samples (721 studies, two processes in parallel),
-# ~30-40 min of keypoint training (50 epochs) and ~20 min of endplate training (20 epochs).
+# On the 2-core development box (measured 2026-12-07): ~33 min of samples (721 studies, two
+# processes in parallel), ~12 min of keypoint training (50 epochs) and ~20 min of endplate
+# training (20 epochs).
 # Seeds are fixed; seeds from
 # 90000 up are never used here (evaluation owns them).
 set -euo pipefail

@@ -102,14 +102,12 @@ pub fn print_findings(f: &Findings) {
         "max Genant grade: {}   fracture score: {:.3}",
         f.max_genant_grade, f.fracture_score
     );
+    // Name the level the figure comes from; the note says why it is not L1 when it is not.
     println!(
-        "bone density: L1 {} HU ({}){}; {}",
+        "bone density: {} {} HU ({}); {}",
+        f.bmd.level_used.as_deref().unwrap_or("L1"),
         opt(f.bmd.l1_hu, 0),
         f.bmd.verdict,
-        f.bmd
-            .level_used
-            .as_deref()
-            .map_or_else(String::new, |l| format!(", measured at {l}")),
         f.bmd.note
     );
     println!(

@@ -1,0 +1,77 @@
+//! Developer probe: the level each detected body got against the truth level nearest to it,
+//! for evaluation cases (0-based indices of `vcfd evaluate --seed SEED`).
+//! `cargo run --release -p vcfd --example level_probe -- SEED I [I...]`
+//! With `AXIAL=z_mm` it also writes the axial slice nearest to z as /tmp/level_probe_I.png
+//! (bone window), to see the ribs the level count relies on.
+use vcfd_model::analysis::{analyze, AnalysisOptions};
+use vcfd_model::evaluate::{case, scan_info};
+use vcfd_model::keypoints::{KeypointModel, Precision};
+use vcfd_model::phantom::{generate, Phantom};
+
+fn dist2(a: [f64; 3], b: [f64; 3]) -> f64 {
+    (0..3).map(|k| (a[k] - b[k]).powi(2)).sum()
+}
+
+fn write_axial(ph: &Phantom, z: f64, path: &str) {
+    let g = &ph.volume.geometry;
+    let k = g.patient_to_voxel([0.0, 0.0, z])[2].round();
+    if !(0.0..g.dims[2] as f64).contains(&k) {
+        eprintln!("z {z} is outside the volume");
+        return;
+    }
+    let (w, h) = (g.dims[0], g.dims[1]);
+    let mut px = Vec::with_capacity(w * h * 3);
+    for j in 0..h {
+        for i in 0..w {
+            let v = f64::from(ph.volume.hu[g.index(i, j, k as usize)]);
+            let c = ((v + 200.0) / 900.0 * 255.0).clamp(0.0, 255.0) as u8;
+            px.extend_from_slice(&[c, c, c]);
+        }
+    }
+    vcfd::preview::write_png_pixels(std::path::Path::new(path), w, h, png::ColorType::Rgb, &px)
+        .expect("png");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(90_001);
+    let axial: Option<f64> = std::env::var("AXIAL").ok().and_then(|s| s.parse().ok());
+    let model = KeypointModel::shipped(Precision::F32).expect("model");
+    let (mut wrong, mut total) = (0, 0);
+    for i in args.iter().skip(1).filter_map(|s| s.parse::<usize>().ok()) {
+        let c = case(seed, i);
+        let ph = generate(c.seed, &c.options).expect("phantom");
+        if let Some(z) = axial {
+            write_axial(&ph, z, &format!("/tmp/level_probe_{i}.png"));
+        }
+        let a = analyze(
+            &ph.volume,
+            &scan_info(&ph),
+            &model,
+            &AnalysisOptions::default(),
+        )
+        .expect("analysis");
+        println!(
+            "CASE {i} seed {} {} anchored {}",
+            c.seed,
+            c.condition.as_str(),
+            a.findings.levels_anchored
+        );
+        for d in &a.findings.vertebrae {
+            let truth = ph
+                .truth
+                .vertebrae
+                .iter()
+                .filter(|v| v.in_view)
+                .min_by(|x, y| {
+                    dist2(x.center_mm, d.center_mm).total_cmp(&dist2(y.center_mm, d.center_mm))
+                })
+                .map_or("?", |v| v.level.as_str());
+            let got = d.level.as_deref().unwrap_or("-");
+            total += 1;
+            wrong += usize::from(got != truth);
+            println!("  z {:7.1} got {got:4} truth {truth}", d.center_mm[2]);
+        }
+    }
+    println!("level_probe: {wrong} of {total} bodies without their true level");
+}
