@@ -3,6 +3,7 @@
 //! `cargo run --release -p vcfd --example level_probe -- SEED I [I...]`
 //! With `AXIAL=z_mm` it also writes the axial slice nearest to z as /tmp/level_probe_I.png
 //! (bone window), to see the ribs the level count relies on.
+use vcfd::preview::{render, write_png, Plane, Window};
 use vcfd_model::analysis::{analyze, AnalysisOptions};
 use vcfd_model::evaluate::{case, scan_info};
 use vcfd_model::keypoints::{KeypointModel, Precision};
@@ -19,17 +20,13 @@ fn write_axial(ph: &Phantom, z: f64, path: &str) {
         eprintln!("z {z} is outside the volume");
         return;
     }
-    let (w, h) = (g.dims[0], g.dims[1]);
-    let mut px = Vec::with_capacity(w * h * 3);
-    for j in 0..h {
-        for i in 0..w {
-            let v = f64::from(ph.volume.hu[g.index(i, j, k as usize)]);
-            let c = ((v + 200.0) / 900.0 * 255.0).clamp(0.0, 255.0) as u8;
-            px.extend_from_slice(&[c, c, c]);
-        }
-    }
-    vcfd::preview::write_png_pixels(std::path::Path::new(path), w, h, png::ColorType::Rgb, &px)
-        .expect("png");
+    let img = render(
+        &ph.volume,
+        Plane::Axial(k as usize),
+        Window::BONE,
+        g.spacing[0],
+    );
+    write_png(std::path::Path::new(path), &img).expect("png");
 }
 
 fn main() {

@@ -1,12 +1,10 @@
 //! Developer probe: the shape of each endplate as the refinement network sees it. At fractions
 //! of the way from the ventral to the dorsal point it asks the network (middle-point channel,
-//! two passes, as for the middle keypoint) where the endplate is, and prints its depth below
+//! `EndplateModel::refine_points`, as for the middle keypoint) where the endplate is, and prints its depth below
 //! the ventral-dorsal chord in mm (positive: into the body). A biconcave endplate is a broad
 //! bowl; a Schmorl's node or a dense focus taken for the endplate is a narrow dip.
 //! `cargo run --release -p vcfd --example profile_probe -- real DIR`
 //! `cargo run --release -p vcfd --example profile_probe -- case SEED INDEX`
-use vcfd_model::dataset::{network_input, thin_input};
-use vcfd_model::endplates::patch;
 use vcfd_model::keypoints::{DecodeOptions, KeypointModel, Precision};
 use vcfd_model::reformat::{curved_sagittal, ReformatOptions};
 use vcfd_model::spine::{locate, SpineOptions};
@@ -46,39 +44,23 @@ fn main() {
     let mut dets = model.detect(&r, &DecodeOptions::default()).expect("detect");
     let net = model.endplates();
     net.refine(&r, &mut dets).expect("refine");
-    let (wide, thin) = (network_input(&r), thin_input(&r));
     for d in &dets {
         let kp = &d.keypoints;
         for plate in 0..2 {
             let (v, m, dd) = (kp[3 * plate], kp[3 * plate + 1], kp[3 * plate + 2]);
-            let k = 3 * plate + 1;
-            // Start on the polyline through the plate's three points.
-            let mut pts: Vec<[f64; 2]> = FRACTIONS
+            // Start on the polyline through the plate's three points; ask as the middle point.
+            let mut pts: Vec<(usize, [f64; 2])> = FRACTIONS
                 .iter()
                 .map(|&t| {
-                    if t <= 0.5 {
+                    let p = if t <= 0.5 {
                         lerp(v, m, 2.0 * t)
                     } else {
                         lerp(m, dd, 2.0 * t - 1.0)
-                    }
+                    };
+                    (3 * plate + 1, p)
                 })
                 .collect();
-            for _ in 0..2 {
-                let mut patches = Vec::new();
-                let mut centres = Vec::new();
-                for p in &pts {
-                    let (x, c) = patch([&wide, &thin], r.width, r.height, k, p[0], p[1]);
-                    patches.extend_from_slice(&x);
-                    centres.push(c);
-                }
-                let offsets = net.run_patches(&patches).expect("network");
-                for (p, (o, c)) in pts.iter_mut().zip(offsets.iter().zip(&centres)) {
-                    let dr = f64::from(o[0]).clamp(-6.0, 6.0);
-                    let dc = f64::from(o[1]).clamp(-3.0, 3.0);
-                    let dr = if plate == 1 { -dr } else { dr };
-                    *p = [c[1] as f64 + dc, c[0] as f64 + dr];
-                }
-            }
+            net.refine_points(&r, &mut pts).expect("network");
             // Depth along the chord's normal, pointing towards the other plate.
             let chord = [dd[0] - v[0], dd[1] - v[1]];
             let len = chord[0].hypot(chord[1]).max(1e-9);
@@ -89,7 +71,7 @@ fn main() {
             }
             let row: Vec<String> = pts
                 .iter()
-                .map(|p| {
+                .map(|(_, p)| {
                     let q = [p[0] - v[0], p[1] - v[1]];
                     let s = (q[0] * chord[0] + q[1] * chord[1]) / (len * len);
                     format!("{s:.2}:{:+.1}", q[0] * n[0] + q[1] * n[1])

@@ -135,29 +135,40 @@ impl EndplateModel {
         if dets.is_empty() {
             return Ok(());
         }
+        let mut points: Vec<(usize, [f64; 2])> = dets
+            .iter()
+            .flat_map(|d| d.keypoints.iter().copied().enumerate())
+            .collect();
+        self.refine_points(r, &mut points)?;
+        for (i, (_, p)) in points.into_iter().enumerate() {
+            dets[i / 6].keypoints[i % 6] = p;
+        }
+        dets.iter_mut().for_each(pair_up);
+        Ok(())
+    }
+
+    /// Moves points (keypoint index 0-5, which sets the patch's flip and one-hot channel;
+    /// (col, row) in the reformat) onto the boundary the network sees, [`PASSES`] times.
+    /// Other positions along an endplate may be asked with the middle point's index.
+    pub fn refine_points(&self, r: &Reformat, points: &mut [(usize, [f64; 2])]) -> Result<()> {
         let (wide, thin) = (network_input(r), thin_input(r));
         for _ in 0..PASSES {
             let mut patches =
-                Vec::with_capacity(dets.len() * 6 * PATCH_CHANNELS * PATCH_ROWS * PATCH_COLS);
-            let mut centres = Vec::with_capacity(dets.len() * 6);
-            for d in dets.iter() {
-                for (k, kp) in d.keypoints.iter().enumerate() {
-                    let (p, c) = patch([&wide, &thin], r.width, r.height, k, kp[0], kp[1]);
-                    patches.extend_from_slice(&p);
-                    centres.push(c);
-                }
+                Vec::with_capacity(points.len() * PATCH_CHANNELS * PATCH_ROWS * PATCH_COLS);
+            let mut centres = Vec::with_capacity(points.len());
+            for &(k, kp) in points.iter() {
+                let (p, c) = patch([&wide, &thin], r.width, r.height, k, kp[0], kp[1]);
+                patches.extend_from_slice(&p);
+                centres.push(c);
             }
             let offsets = self.run_patches(&patches)?;
-            for (i, (o, c)) in offsets.iter().zip(&centres).enumerate() {
-                let k = i % 6;
-                let kp = &mut dets[i / 6].keypoints[k];
+            for ((k, kp), (o, c)) in points.iter_mut().zip(offsets.iter().zip(&centres)) {
                 let dr = f64::from(o[0]).clamp(-MAX_STEP_ROW, MAX_STEP_ROW);
                 let dc = f64::from(o[1]).clamp(-MAX_STEP_COL, MAX_STEP_COL);
-                let dr = if k >= 3 { -dr } else { dr };
+                let dr = if *k >= 3 { -dr } else { dr };
                 *kp = [c[1] as f64 + dc, c[0] as f64 + dr];
             }
         }
-        dets.iter_mut().for_each(pair_up);
         Ok(())
     }
 }

@@ -103,12 +103,13 @@ pub fn print_findings(f: &Findings) {
         f.max_genant_grade, f.fracture_score
     );
     // Name the level the figure comes from; the note says why it is not L1 when it is not.
+    let measured = match (f.bmd.level_used.as_deref(), f.bmd.l1_hu) {
+        (Some(level), Some(hu)) => format!("{level} {hu:.0} HU"),
+        _ => "no level measured".to_string(),
+    };
     println!(
-        "bone density: {} {} HU ({}); {}",
-        f.bmd.level_used.as_deref().unwrap_or("L1"),
-        opt(f.bmd.l1_hu, 0),
-        f.bmd.verdict,
-        f.bmd.note
+        "bone density: {measured} ({}); {}",
+        f.bmd.verdict, f.bmd.note
     );
     println!(
         "quality: {}",
