@@ -9,9 +9,9 @@
 #
 # WORK (default /tmp/vcfd-train) holds the samples; the virtualenv lives outside the repository
 # (VENV, default ~/.cache/vcfd-train-venv) because PyTorch's wheels are several GB.
-# On the 2-core development box (measured 2026-12-07): ~33 min of samples (721 studies, two
-# processes in parallel), ~12 min of keypoint training (50 epochs) and ~20 min of endplate
-# training (20 epochs).
+# On the 2-core development box (measured 2026-12-07, weights 0.3.0): ~22 min of samples (841
+# studies, two processes in parallel), ~8 min of keypoint training (50 epochs) and ~14 min of
+# endplate training (20 epochs); an earlier, slower VM took 33 / 12 / 20 min.
 # Seeds are fixed; seeds from
 # 90000 up are never used here (evaluation owns them).
 set -euo pipefail
@@ -38,9 +38,11 @@ make_set() {
     rm -rf "${WORK:?}/$name"
     "$VCFD" dataset --out "$WORK/$name" --count "$count" --seed "$seed" "$@" >"$WORK/$name.log" 2>&1
 }
-(make_set d1 260 1000 --coarse-every 0 && make_set d2 141 2000 --coarse-every 0) &
+(make_set d1 260 1000 --coarse-every 0 && make_set d2 141 2000 --coarse-every 0 &&
+    make_set d5 60 5000 --schmorl 6) &
 a=$!
-(make_set d3 160 3000 --fractures 4 && make_set d4 160 4000 --fractures 4) &
+(make_set d3 160 3000 --fractures 4 && make_set d4 160 4000 --fractures 4 &&
+    make_set d6 60 5060 --schmorl 6) &
 b=$!
 # Wait on each job: a bare `wait` returns 0 even when a set failed.
 wait "$a"
@@ -53,8 +55,10 @@ fi
 mkdir -p "$OUT"
 "$VENV/bin/python" model/train/train.py \
     --data "$WORK/d1" --data "$WORK/d2" --data "$WORK/d3" --data "$WORK/d4" \
+    --data "$WORK/d5" --data "$WORK/d6" \
     --out "$OUT" --epochs "$EPOCHS" --seed 1
 "$VENV/bin/python" model/train/train_endplates.py \
     --data "$WORK/d1" --data "$WORK/d2" --data "$WORK/d3" --data "$WORK/d4" \
+    --data "$WORK/d5" --data "$WORK/d6" \
     --out "$OUT" --epochs "${ENDPLATE_EPOCHS:-20}" --seed 1
 echo "weights in $OUT; check them with: cargo run --release -p vcfd -- evaluate --cases 200 --seed 90001"

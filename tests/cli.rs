@@ -238,8 +238,47 @@ fn analyze_finds_the_l1_wedge_and_writes_valid_results() {
     assert!(rep["timing_ms"]["keypoints"].as_f64().is_some());
 }
 
+/// The real CT's failure mode on a phantom: Schmorl's nodes over the middle keypoints, some
+/// with a thick sclerotic floor, are not read as biconcave fractures (the networks before
+/// 0.3.0 graded this study's T12 as 2).
 #[test]
-#[ignore = "issue 3 target not met yet: the 5 lumbar bodies are found, 21-31 mm tall, but the top one is graded 2 (a bone island under its upper endplate is taken for the endplate: Hm 21.7 vs Hp 31.1 mm) and T12's ribs are not found, so levels are unanchored; run with --ignored"]
+fn analyze_does_not_grade_central_schmorl_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("ph");
+    let mut cmd = vcfd();
+    cmd.args(["phantom", "--seed", "5", "--rows", "320", "--no-fractures"]);
+    for l in ["T10", "T11", "T12", "L1", "L2", "L3", "L4"] {
+        cmd.args(["--mimic", &format!("schmorl:{l}")]);
+    }
+    cmd.args(["--from-level", "T9", "--to-level", "L5", "--out"])
+        .arg(&study);
+    run(&mut cmd);
+    let rep = analyze_out_is_valid(&study, &dir.path().join("out"));
+    let truth = json(&study.join("truth.json"));
+    let vertebrae = rep["vertebrae"].as_array().unwrap();
+    assert!(vertebrae.len() >= 8, "{} bodies", vertebrae.len());
+    for v in vertebrae {
+        assert!(v["genant_grade"].as_u64().unwrap() < 2, "{v}");
+        // Each body's middle height is measured on the endplate interpolated across its node.
+        let c = &v["center_mm"];
+        let near = truth["vertebrae"].as_array().unwrap().iter().find(|t| {
+            (0..3)
+                .map(|i| (t["center_mm"][i].as_f64().unwrap() - c[i].as_f64().unwrap()).powi(2))
+                .sum::<f64>()
+                < 100.0
+        });
+        if let Some(t) = near {
+            let (m, w) = (
+                v["heights_mm"]["middle"].as_f64().unwrap(),
+                t["heights_mm"]["middle"].as_f64().unwrap(),
+            );
+            assert!((m - w).abs() < 2.0, "middle {m:.1} vs truth {w:.1}: {v}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "issue 3 target not met yet (weights 0.3.0): L2-L5 are found, 23-30 mm, none graded >= 2, but L1 is missed (its centre peak is 0.29, under the 0.3 threshold), so T12's ribs have no slot to vote from and levels stay unanchored; run with --ignored"]
 fn analyze_real_ct_finds_a_normal_lumbar_spine() {
     let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/totalseg-abdomen-3mm");
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,10 @@
-//! Developer probe: the level each detected body got against the truth level nearest to it,
+//! Developer probe: the level each detected body got against the truth level nearest to it
+//! (with its confidence, heights and grade),
 //! for evaluation cases (0-based indices of `vcfd evaluate --seed SEED`).
 //! `cargo run --release -p vcfd --example level_probe -- SEED I [I...]`
 //! With `AXIAL=z_mm` it also writes the axial slice nearest to z as /tmp/level_probe_I.png
-//! (bone window), to see the ribs the level count relies on.
+//! (bone window), to see the ribs the level count relies on; with `KEYPOINTS=1` it prints
+//! each body's keypoint z (mm).
 use vcfd::preview::{render, write_png, Plane, Window};
 use vcfd_model::analysis::{analyze, AnalysisOptions};
 use vcfd_model::evaluate::{case, scan_info};
@@ -48,11 +50,15 @@ fn main() {
             &AnalysisOptions::default(),
         )
         .expect("analysis");
+        let g = &ph.volume.geometry;
+        let z_of = |k: f64| g.voxel_to_patient([0.0, 0.0, k])[2];
         println!(
-            "CASE {i} seed {} {} anchored {}",
+            "CASE {i} seed {} {} anchored {} slices z {:.1}..{:.1}",
             c.seed,
             c.condition.as_str(),
-            a.findings.levels_anchored
+            a.findings.levels_anchored,
+            z_of(0.0),
+            z_of(g.dims[2] as f64 - 1.0)
         );
         for d in &a.findings.vertebrae {
             let truth = ph
@@ -67,7 +73,26 @@ fn main() {
             let got = d.level.as_deref().unwrap_or("-");
             total += 1;
             wrong += usize::from(got != truth);
-            println!("  z {:7.1} got {got:4} truth {truth}", d.center_mm[2]);
+            let h = &d.heights_mm;
+            println!(
+                "  z {:7.1} got {got:4} truth {truth:4} conf {:.2} H {:.1}/{:.1}/{:.1} def {:.2} grade {}",
+                d.center_mm[2],
+                d.confidence,
+                h.anterior,
+                h.middle,
+                h.posterior,
+                d.deformity,
+                d.genant_grade
+            );
+            if std::env::var("KEYPOINTS").is_ok() {
+                let z: Vec<String> = d
+                    .keypoints_mm
+                    .as_array()
+                    .iter()
+                    .map(|p| format!("{:.1}", p[2]))
+                    .collect();
+                println!("      keypoint z {}", z.join(" "));
+            }
         }
     }
     println!("level_probe: {wrong} of {total} bodies without their true level");

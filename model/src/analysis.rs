@@ -60,7 +60,7 @@ impl Default for AnalysisOptions {
 /// Version of the shipped networks (keypoint and endplate, model/MODEL_CARD.md), raised
 /// whenever their weights change: a report must say which weights measured it, and the
 /// result UIDs derive from it. The software's own version is written beside it.
-pub const WEIGHTS_VERSION: &str = "0.2.0";
+pub const WEIGHTS_VERSION: &str = "0.3.0";
 
 /// Version string of the analysis, written into every report and SR.
 pub fn model_version(precision: Precision) -> String {
@@ -230,9 +230,9 @@ fn median_spacing(m: &[Measured]) -> f64 {
 /// to be measured against.
 const EDGE_MARGIN_MM: f64 = 2.0;
 
-/// Maps detections to patient space and keeps those whose body lies wholly inside the scan:
-/// a body cut by the first or last slice has heights that measure the field of view, not
-/// the bone.
+/// Maps detections to patient space and keeps those whose body lies wholly inside the scan
+/// (a body cut by the first or last slice has heights that measure the field of view, not
+/// the bone) and whose endplates are in anatomical order.
 fn measure(volume: &Volume, r: &Reformat, dets: Vec<Detection>) -> Vec<Measured> {
     let g = &volume.geometry;
     let k_max = g.dims[2] as f64 - 1.0;
@@ -243,6 +243,12 @@ fn measure(volume: &Volume, r: &Reformat, dets: Vec<Detection>) -> Vec<Measured>
     };
     let mut out = Vec::new();
     for det in dets {
+        // Each upper point must lie cranial of its lower partner (rows grow caudally): an
+        // inverted "body" is a spurious peak whose points landed on a neighbour's endplates
+        // (seen at a field's top edge, 3 mm "tall", graded 3), not bone to measure.
+        if (0..3).any(|i| det.keypoints[i][1] >= det.keypoints[i + 3][1]) {
+            continue;
+        }
         let pts: Vec<[f64; 3]> = det
             .keypoints
             .iter()

@@ -85,7 +85,7 @@ pub struct Findings {
     pub levels_anchored: bool,
     pub bmd: Bmd,
     pub quality: Quality,
-    /// Model identity, e.g. "vcfd-keypoints 0.2.0 int8", for the SR and for reproducibility.
+    /// Model identity, e.g. "vcfd-keypoints 0.3.0 int8", for the SR and for reproducibility.
     pub model_version: String,
     /// Wall time per stage, ms.
     pub timing_ms: BTreeMap<String, f64>,

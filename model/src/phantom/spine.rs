@@ -780,7 +780,7 @@ fn apply_mimic(
     match m.kind {
         MimicKind::Schmorl => {
             let b = &mut verts[i].body;
-            // Between two keypoints (never on their AP lines), or off the midline.
+            // Between two keypoints (never on their AP lines) or off the midline; central ones below.
             let upper = r.chance(0.6);
             let seg = (b.ym - b.ya).min(b.yp - b.ym);
             let r_pit = r.range(0.22, 0.33) * seg * 1.0;
@@ -798,13 +798,27 @@ fn apply_mimic(
                     b.ym + r.range(-0.3, 0.3) * seg,
                 )
             };
-            b.pits.push(Pit {
+            let mut pit = Pit {
                 upper,
                 x,
                 y,
                 r: r_pit,
                 depth: r.range(1.8, 4.5).min(0.22 * b.hp0),
-            });
+                rim_mm: 2.0,
+                rim_hu: 350.0,
+            };
+            // Drawn last so the other nodes stay where they were: a central node right over
+            // the middle keypoint, wide and deep, as on real CT. The truth interpolates the
+            // endplate across it (`Body::zu_plate`), so the network learns not to follow it.
+            if r.chance(0.4) {
+                pit.x = r.range(-3.0, 3.0);
+                pit.y = b.ym + r.range(-0.35, 0.35) * seg;
+                pit.r = (r.range(0.25, 0.5) * seg).clamp(2.5, 7.0);
+                pit.depth = r.range(2.5, 7.0).min(0.3 * b.hp0);
+                pit.rim_mm = r.range(1.5, 6.0);
+                pit.rim_hu = r.range(250.0, 650.0);
+            }
+            b.pits.push(pit);
         }
         MimicKind::Osteophyte => {
             let v = &mut verts[i];
@@ -1364,6 +1378,46 @@ mod tests {
         assert!("C6:wedge:0.3".parse::<FractureSpec>().is_err());
         let m: MimicSpec = "schmorl:T9".parse().unwrap();
         assert_eq!((m.kind, m.level), (MimicKind::Schmorl, Level::T9));
+    }
+
+    /// Schmorl's nodes dent the image, never the truth: some land on the middle keypoint and
+    /// the truth heights still equal those of the same spine without nodes.
+    #[test]
+    fn schmorl_nodes_leave_truth_heights_alone() {
+        let req = ShapeRequest::default();
+        let mut on_middle = 0;
+        for seed in 0..12 {
+            let mimics: Vec<MimicSpec> = [Level::T8, Level::T11, Level::L1, Level::L3]
+                .iter()
+                .map(|&level| MimicSpec {
+                    kind: MimicKind::Schmorl,
+                    level,
+                })
+                .collect();
+            let plain = build_spine(seed, &patient(), &[], &[], &req).unwrap();
+            let dented = build_spine(seed, &patient(), &[], &mimics, &req).unwrap();
+            for m in &mimics {
+                let (a, b) = (
+                    &plain.verts[m.level.index()].body,
+                    &dented.verts[m.level.index()].body,
+                );
+                assert_eq!(b.pits.len(), 1);
+                let (ha, hb) = (a.heights(), b.heights());
+                assert!(
+                    (ha.middle - hb.middle).abs() < 1e-9
+                        && (ha.anterior - hb.anterior).abs() < 1e-9
+                );
+                let kp = b.keypoints_local();
+                let dip = (kp[1][2] - b.zu(0.0, b.ym)) + (b.zl(0.0, b.ym) - kp[4][2]);
+                if dip > 1.0 {
+                    on_middle += 1;
+                }
+            }
+        }
+        assert!(
+            on_middle >= 5,
+            "{on_middle} of 48 nodes over the middle keypoint"
+        );
     }
 
     #[test]

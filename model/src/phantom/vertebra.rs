@@ -82,6 +82,10 @@ pub(crate) struct Pit {
     pub y: f64,
     pub r: f64,
     pub depth: f64,
+    /// Sclerotic rim under the node's floor: thickness (mm) and extra HU. A thick dense floor
+    /// is what real nodes show and what a keypoint finder mistakes for the endplate.
+    pub rim_mm: f64,
+    pub rim_hu: f64,
 }
 
 impl Pit {
@@ -238,9 +242,30 @@ impl Body {
         (f.wave[0] * s1 + f.wave[1] * s2 + f.wave[2] * s3) * across
     }
 
-    /// Upper endplate surface height at (x, y).
+    /// Upper endplate surface height at (x, y), Schmorl's nodes included: what the image shows.
     #[inline]
     pub(crate) fn zu(&self, x: f64, y: f64) -> f64 {
+        let mut z = self.zu_plate(x, y);
+        for p in self.pits.iter().filter(|p| p.upper) {
+            z -= p.depth_at(x, y);
+        }
+        z
+    }
+
+    /// Lower endplate surface height at (x, y), Schmorl's nodes included.
+    #[inline]
+    pub(crate) fn zl(&self, x: f64, y: f64) -> f64 {
+        let mut z = self.zl_plate(x, y);
+        for p in self.pits.iter().filter(|p| !p.upper) {
+            z += p.depth_at(x, y);
+        }
+        z
+    }
+
+    /// Upper endplate without its Schmorl's nodes: the contour a reader interpolates across a
+    /// node when placing the middle point (a node is not height loss), hence the truth.
+    #[inline]
+    fn zu_plate(&self, x: f64, y: f64) -> f64 {
         let mut z = 0.5 * self.hp0
             - 0.5 * (self.hp0 - self.ha0) * self.t(y)
             - self.cu * self.bowl(x, y, 0.85 * self.a);
@@ -251,15 +276,12 @@ impl Body {
                 z -= self.wave(f, x, y);
             }
         }
-        for p in self.pits.iter().filter(|p| p.upper) {
-            z -= p.depth_at(x, y);
-        }
         z
     }
 
-    /// Lower endplate surface height at (x, y).
+    /// Lower endplate without its Schmorl's nodes (see `zu_plate`).
     #[inline]
-    pub(crate) fn zl(&self, x: f64, y: f64) -> f64 {
+    fn zl_plate(&self, x: f64, y: f64) -> f64 {
         let mut z = -0.5 * self.hp0
             + 0.5 * (self.hp0 - self.ha0) * self.t(y)
             + self.cl * self.bowl(x, y, 0.85 * self.a);
@@ -270,26 +292,23 @@ impl Body {
                 z += 0.7 * self.wave(f, x, y);
             }
         }
-        for p in self.pits.iter().filter(|p| !p.upper) {
-            z += p.depth_at(x, y);
-        }
         z
     }
 
     /// The six keypoints in the local frame: upper a/m/p, lower a/m/p.
     pub(crate) fn keypoints_local(&self) -> [V3; 6] {
         [
-            [0.0, self.ya, self.zu(0.0, self.ya)],
-            [0.0, self.ym, self.zu(0.0, self.ym)],
-            [0.0, self.yp, self.zu(0.0, self.yp)],
-            [0.0, self.ya, self.zl(0.0, self.ya)],
-            [0.0, self.ym, self.zl(0.0, self.ym)],
-            [0.0, self.yp, self.zl(0.0, self.yp)],
+            [0.0, self.ya, self.zu_plate(0.0, self.ya)],
+            [0.0, self.ym, self.zu_plate(0.0, self.ym)],
+            [0.0, self.yp, self.zu_plate(0.0, self.yp)],
+            [0.0, self.ya, self.zl_plate(0.0, self.ya)],
+            [0.0, self.ym, self.zl_plate(0.0, self.ym)],
+            [0.0, self.yp, self.zl_plate(0.0, self.yp)],
         ]
     }
 
     pub(crate) fn heights(&self) -> Heights {
-        let h = |y: f64| self.zu(0.0, y) - self.zl(0.0, y);
+        let h = |y: f64| self.zu_plate(0.0, y) - self.zl_plate(0.0, y);
         Heights {
             anterior: h(self.ya),
             middle: h(self.ym),
@@ -297,7 +316,7 @@ impl Body {
         }
     }
 
-    /// Heights the body had before its fracture (mimics included: they are not height loss).
+    /// Heights the body had before its fracture (Schmorl's nodes are not height loss either).
     pub(crate) fn normal_heights(&self) -> Heights {
         let mut b = self.clone();
         b.fracture = None;
@@ -309,9 +328,9 @@ impl Body {
     pub(crate) fn plate_line(&self, upper: bool) -> (f64, f64) {
         let f = |y: f64| {
             if upper {
-                self.zu(0.0, y)
+                self.zu_plate(0.0, y)
             } else {
-                self.zl(0.0, y)
+                self.zl_plate(0.0, y)
             }
         };
         let (za, zp) = (f(self.ya), f(self.yp));
@@ -595,10 +614,15 @@ impl VertebraPainter<'_> {
             v += self.sclerosis_lower * (1.0 - smoothstep(0.0, 4.0, dl));
         }
         for p in &b.pits {
-            if p.near(l[0], l[1], 1.5) {
+            if p.near(l[0], l[1], 0.75 * p.rim_mm) {
                 let d = if p.upper { du } else { dl };
-                v += 350.0
-                    * (1.0 - smoothstep(0.0, 2.0, d - if p.upper { b.t_upper } else { b.t_lower }));
+                v += p.rim_hu
+                    * (1.0
+                        - smoothstep(
+                            0.0,
+                            p.rim_mm,
+                            d - if p.upper { b.t_upper } else { b.t_lower },
+                        ));
             }
         }
         v
