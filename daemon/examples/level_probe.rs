@@ -35,6 +35,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seed: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(90_001);
     let axial: Option<f64> = std::env::var("AXIAL").ok().and_then(|s| s.parse().ok());
+    let keypoints = std::env::var("KEYPOINTS").is_ok();
     let model = KeypointModel::shipped(Precision::F32).expect("model");
     let (mut wrong, mut total) = (0, 0);
     for i in args.iter().skip(1).filter_map(|s| s.parse::<usize>().ok()) {
@@ -84,7 +85,7 @@ fn main() {
                 d.deformity,
                 d.genant_grade
             );
-            if std::env::var("KEYPOINTS").is_ok() {
+            if keypoints {
                 let z: Vec<String> = d
                     .keypoints_mm
                     .as_array()
