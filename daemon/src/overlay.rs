@@ -474,7 +474,7 @@ fn footer_lines(
     }
     if !findings.levels_anchored && !findings.vertebrae.is_empty() {
         lines.push((
-            "Levels are relative: no rib-bearing anchor vertebra in view".into(),
+            "Levels are relative: no anchor (lowest ribs, sacrum) in view".into(),
             YELLOW,
             1,
         ));

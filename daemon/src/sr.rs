@@ -249,7 +249,9 @@ pub fn conclusion(findings: &Findings) -> String {
             .join("; ")
     };
     if !findings.levels_anchored && !findings.vertebrae.is_empty() {
-        text.push_str(". Levels are relative: no rib-bearing anchor vertebra in view");
+        text.push_str(
+            ". Levels are relative: no anchor vertebra (lowest rib-bearing, or the sacrum) in view",
+        );
     }
     if !findings.quality.reliable {
         text.push_str(&format!(

@@ -57,6 +57,7 @@ pub fn findings_from_truth(truth: &Truth) -> Findings {
         max_genant_grade,
         fracture_score,
         levels_anchored: true,
+        levels_note: "Levels from the phantom's truth.".into(),
         bmd: Bmd {
             l1_hu: l1,
             level_used: l1.map(|_| "L1".to_string()),

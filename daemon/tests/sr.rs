@@ -426,6 +426,7 @@ fn real_ct_findings(reformat: &Reformat) -> Findings {
         max_genant_grade: 0,
         fracture_score: 0.03,
         levels_anchored: true,
+        levels_note: String::new(),
         bmd: Bmd {
             l1_hu: Some(160.0),
             level_used: Some("L1".into()),
@@ -503,6 +504,7 @@ fn unreliable_study_says_why_in_the_conclusion() {
         max_genant_grade: 3,
         fracture_score: 0.42,
         levels_anchored: true,
+        levels_note: String::new(),
         bmd: Bmd {
             l1_hu: None,
             level_used: None,

@@ -209,10 +209,14 @@ pub struct CaseScore {
     /// Detections that lie on no truth body at all (not even one outside the graded range).
     pub false_detections: usize,
     pub level_correct: usize,
+    /// Matched bodies reported without a level in a case whose field holds no anchor:
+    /// the answer the method owes there ("levels are relative"), not a wrong level.
+    pub level_unknown_unanchorable: usize,
     /// Levels were anchored on T12 in this case.
     pub anchored: bool,
-    /// T12, the anchor, lies in the field of view: without it levels can only be relative.
-    pub t12_in_view: bool,
+    /// The anchor is in view: the centres of T12 and L1 lie in the field, so the step from
+    /// rib-bearing to rib-free can be seen. Without it levels can only be relative.
+    pub anchor_in_view: bool,
     /// Reported minus true level index of the matched bodies that got a level (most common
     /// value): shows whether wrong levels are a miscounted anchor (+-1) or scattered.
     pub level_shift: Option<i64>,
@@ -259,10 +263,9 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
         seconds,
         reliable: f.quality.reliable,
         anchored: f.levels_anchored,
-        t12_in_view: truth
-            .vertebrae
+        anchor_in_view: ["T12", "L1"]
             .iter()
-            .any(|v| v.level == "T12" && v.in_view),
+            .all(|l| truth.vertebrae.iter().any(|v| v.level == *l && v.in_view)),
         ..Default::default()
     };
     let mut shifts: Vec<i64> = Vec::new();
@@ -283,6 +286,8 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
             s.matched += 1;
             if d.level.as_deref() == Some(t.level.as_str()) {
                 s.level_correct += 1;
+            } else if d.level.is_none() && !s.anchor_in_view {
+                s.level_unknown_unanchorable += 1;
             }
             let index = |name: &str| name.parse::<Level>().ok().map(Level::index);
             if let (Some(a), Some(b)) = (d.level.as_deref().and_then(index), index(&t.level)) {

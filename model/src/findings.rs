@@ -81,8 +81,12 @@ pub struct Findings {
     pub max_genant_grade: u8,
     /// Continuous patient-level score for ROC analysis (higher = more likely a fracture >= grade 2).
     pub fracture_score: f64,
-    /// True when levels are anchored on T12 (the lowest rib-bearing vertebra).
+    /// True when levels are counted from an anchor: T12 (the lowest rib-bearing vertebra)
+    /// or, without one, the sacrum below L5.
     pub levels_anchored: bool,
+    /// How the levels were counted, or why they are unknown (for the reader to check).
+    #[serde(default)]
+    pub levels_note: String,
     pub bmd: Bmd,
     pub quality: Quality,
     /// Model identity, e.g. "vcfd-keypoints 0.3.0 int8", for the SR and for reproducibility.

@@ -17,7 +17,8 @@ pub struct Body {
 pub struct LevelAssignment {
     /// "T1".."L5"; `None` beyond that range or when no anchor was found.
     pub levels: Vec<Option<String>>,
-    /// True when the levels are counted from a rib-bearing/rib-free transition.
+    /// True when the levels are counted from a rib-bearing/rib-free transition or up from the
+    /// sacrum.
     pub anchored: bool,
     /// What the count is anchored on, e.g. "T12 (lowest rib-bearing vertebra)".
     pub anchor: Option<String>,
@@ -31,6 +32,7 @@ const NAMES: [&str; 17] = [
     "L4", "L5",
 ];
 const T12: i64 = 11;
+const L5: i64 = 16;
 
 /// Bone threshold for rib voxels: above muscle/contrast-enhanced vessels, below rib cortex
 /// after partial volume in 3 mm voxels.
@@ -62,6 +64,17 @@ const NECK_MM3: f64 = 60.0;
 /// How far out (lateral, mm) a second rib in one piece must reach through its own and lower
 /// vertebrae's bone: a short 12th rib reaches ~50-65 mm before it leaves the search box.
 const OWN_RIB_MM: f64 = 50.0;
+/// Bone threshold beside S1: above muscle (psoas, iliacus), below the fatty marrow of the
+/// sacral alae and iliac bones in older patients.
+const SACRAL_HU: f32 = 100.0;
+/// Lateral range (mm from the body centre) of the sacral alae and the sacroiliac joints.
+const ALA_MM: (f64, f64) = (32.0, 84.0);
+/// Posterior range (mm from the body centre) of the alae: level with the body and the
+/// sacral canal; the iliac vessels lie in front of it.
+const ALA_POST_MM: (f64, f64) = (-10.0, 30.0);
+/// Bone fraction beside S1 on its weaker side: phantoms give 0.39-0.59 and the public
+/// abdominal CT 0.50; beside lumbar bodies it is <= 0.06 (psoas, a transverse process).
+const SACRAL_FRACTION: f64 = 0.3;
 /// No candidate rib voxel.
 const NONE: i32 = i32::MIN;
 
@@ -72,8 +85,10 @@ const NONE: i32 = i32::MIN;
 /// Each body (and each slot where a gap in the spacing says a body was missed) gets a vote
 /// from the ribs that start beside it; a step "ribs above, none below" is fitted to the votes,
 /// so one rib-like body (iliac crest beside L5, a rudimentary 12th rib missed) does not move
-/// the anchor. Without a clear step all levels are `None`: counting from the field's edge
-/// would be a guess.
+/// the anchor. Where the field shows the sacrum below a rib-free last vertebra, that vertebra
+/// is L5: a second count, upward, that must agree with the first or stand alone when no step
+/// is in view. Without either all levels are `None`: counting from the field's edge would be
+/// a guess.
 pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
     let unknown = |note: String| LevelAssignment {
         levels: vec![None; bodies.len()],
@@ -110,35 +125,71 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
             }
         })
         .collect();
-    let Some(t) = fit_step(&votes) else {
-        let reason = if votes.iter().all(|&v| v >= 0.0) {
-            "all bodies carry ribs"
-        } else if votes.iter().all(|&v| v <= 0.0) {
-            "no body carries ribs on both sides"
-        } else {
-            "no clear rib-bearing vertebrae above rib-free ones"
-        };
-        return unknown(format!(
-            "Levels unknown (relative order only): no transition from rib-bearing to rib-free \
-             vertebrae in view ({reason})."
-        ));
+    let ribs = fit_step(&votes);
+    // The sacrum below a rib-free last vertebra: that vertebra is L5, a second anchor that
+    // counts upward (abdominal CT often shows S1 but cuts T12).
+    let sacrum = votes.last().is_some_and(|&v| v < 0.0)
+        && below_last(&slots)
+            .and_then(|f| sacral_score(volume, &f))
+            .is_some_and(|s| s >= SACRAL_FRACTION);
+    let from_sacrum = sacrum.then(|| slots.len() as i64 - 1 - (L5 - T12));
+    let t = match (ribs, from_sacrum) {
+        (Some(t), Some(s)) if t as i64 != s => {
+            return unknown(
+                "Levels unknown: counting from the lowest rib-bearing vertebra and up from the \
+                 sacrum disagree by one or more vertebrae (a transitional lumbosacral \
+                 vertebra, 11 or 13 rib pairs, or a missed rib); count by hand."
+                    .into(),
+            );
+        }
+        (Some(t), _) => t as i64,
+        (None, Some(s)) => s,
+        (None, None) => {
+            let reason = if votes.iter().all(|&v| v >= 0.0) {
+                "all bodies carry ribs"
+            } else if votes.iter().all(|&v| v <= 0.0) {
+                "no body carries ribs on both sides"
+            } else {
+                "no clear rib-bearing vertebrae above rib-free ones"
+            };
+            return unknown(format!(
+                "Levels unknown (relative order only): no transition from rib-bearing to \
+                 rib-free vertebrae in view ({reason}) and no sacrum below the last vertebra."
+            ));
+        }
     };
     let mut levels = vec![None; bodies.len()];
     for (k, s) in slots.iter().enumerate() {
         if let Some(i) = s.body {
-            let idx = T12 + k as i64 - t as i64;
+            let idx = T12 + k as i64 - t;
             levels[i] = usize::try_from(idx)
                 .ok()
                 .and_then(|u| NAMES.get(u))
                 .map(|n| n.to_string());
         }
     }
+    let inferred = if missed > 0 {
+        format!(" {missed} vertebra(e) inferred from gaps in the spacing and counted.")
+    } else {
+        String::new()
+    };
+    let Some(t) = ribs else {
+        let note = format!(
+            "Levels counted up from the sacrum: the last vertebra above it is L5. No \
+             rib-bearing vertebra above rib-free ones is in view to confirm the count.{inferred}"
+        );
+        return LevelAssignment {
+            levels,
+            anchored: true,
+            anchor: Some("S1 (sacrum below L5)".into()),
+            note,
+        };
+    };
     let mut note = "Levels counted from T12, the lowest rib-bearing vertebra in view.".to_string();
-    if missed > 0 {
-        note.push_str(&format!(
-            " {missed} vertebra(e) inferred from gaps in the spacing and counted."
-        ));
+    if sacrum {
+        note.push_str(" The sacrum below L5 gives the same count.");
     }
+    note.push_str(&inferred);
     if slots[t].body.is_none() {
         if t == 0 && cut_at_top {
             note.push_str(
@@ -221,6 +272,57 @@ fn top_edge_slot(volume: &Volume, slots: &[Slot]) -> Option<Slot> {
         body: None,
         frame: Frame { c, ..f.clone() },
     })
+}
+
+/// The vertebra one spacing below the last slot, along the last body's axis.
+fn below_last(slots: &[Slot]) -> Option<Frame> {
+    let n = slots.len();
+    let f = &slots.get(n.checked_sub(1)?)?.frame;
+    let spacing = norm(sub3(f.c, slots.get(n.checked_sub(2)?)?.frame.c));
+    Some(Frame {
+        c: add(f.c, scale(f.up, -spacing)),
+        ..f.clone()
+    })
+}
+
+/// Bone beside a vertebra at its own height, lateral [`ALA_MM`] on each side, as the
+/// smaller of the two sides' bone fractions; `None` when less than half of either side lies
+/// in the field.
+///
+/// Why: S1 carries the sacral alae and meets the iliac bones there, so bone runs sideways
+/// from it to the pelvis wall on both sides; beside a lumbar body there is psoas and, at
+/// most, a transverse process or a rib tip on one side.
+fn sacral_score(volume: &Volume, f: &Frame) -> Option<f64> {
+    let mut worst = f64::INFINITY;
+    for side in [-1.0, 1.0] {
+        let (mut total, mut inside, mut bone) = (0usize, 0usize, 0usize);
+        let mut l = ALA_MM.0;
+        while l <= ALA_MM.1 {
+            let mut a = ALA_POST_MM.0;
+            while a <= ALA_POST_MM.1 {
+                let mut u = -0.35 * f.height;
+                while u <= 0.35 * f.height {
+                    let p = add(
+                        add(add(f.c, scale(f.lat, side * l)), scale(f.post, a)),
+                        scale(f.up, u),
+                    );
+                    total += 1;
+                    if let Some(h) = volume.sample_patient(p) {
+                        inside += 1;
+                        bone += usize::from(h > SACRAL_HU);
+                    }
+                    u += 2.0;
+                }
+                a += 2.0;
+            }
+            l += 2.0;
+        }
+        if 2 * inside < total {
+            return None;
+        }
+        worst = worst.min(bone as f64 / inside as f64);
+    }
+    Some(worst)
 }
 
 /// Whether a patient-space point lies within the volume's voxel grid.
@@ -693,6 +795,20 @@ mod tests {
             assert!(!a.anchored, "{}-{}: {:?}", c.from, c.to, a.levels);
             assert!(a.anchor.is_none());
             assert!(a.levels.iter().all(Option::is_none), "{:?}", a.levels);
+        }
+    }
+
+    #[test]
+    fn the_sacrum_below_l5_anchors_a_lumbar_field() {
+        // L2-S1 in view: no rib-bearing vertebra, but S1 lies below the last body.
+        for seed in [41, 42, 43] {
+            let (ph, bodies, truth) = render(&case(seed, "L2", "S1"));
+            let a = assign_levels(&ph.volume, &bodies);
+            println!("seed {seed}: {truth:?} -> {:?} ({})", a.levels, a.note);
+            assert!(a.anchored, "{}", a.note);
+            assert_eq!(a.anchor.as_deref(), Some("S1 (sacrum below L5)"));
+            let got: Vec<String> = a.levels.iter().flatten().cloned().collect();
+            assert_eq!(got, truth);
         }
     }
 

@@ -95,8 +95,8 @@ pub fn print_findings(f: &Findings) {
     if f.vertebrae.is_empty() {
         println!("(no vertebral body found)");
     }
-    if !f.levels_anchored {
-        println!("levels: no anchor (lowest rib-bearing vertebra) in view; levels unknown");
+    if !f.levels_note.is_empty() {
+        println!("levels: {}", f.levels_note);
     }
     println!(
         "max Genant grade: {}   fracture score: {:.3}",
