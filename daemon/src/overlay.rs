@@ -473,11 +473,10 @@ fn footer_lines(
         }
     }
     if !findings.levels_anchored && !findings.vertebrae.is_empty() {
-        lines.push((
-            "Levels are relative: no anchor (lowest ribs, sacrum) in view".into(),
-            YELLOW,
-            1,
-        ));
+        let why = "Levels are relative: no anchor (lowest ribs, sacrum) in view, or they disagree";
+        for c in wrap(why, cols(1)) {
+            lines.push((c, YELLOW, 1));
+        }
     }
     let mut info = header.to_vec();
     info.push(view.to_string());

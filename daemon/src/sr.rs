@@ -250,7 +250,8 @@ pub fn conclusion(findings: &Findings) -> String {
     };
     if !findings.levels_anchored && !findings.vertebrae.is_empty() {
         text.push_str(
-            ". Levels are relative: no anchor vertebra (lowest rib-bearing, or the sacrum) in view",
+            ". Levels are relative: no anchor vertebra (lowest rib-bearing, or the sacrum) in \
+             view, or the rib count and the sacrum disagree",
         );
     }
     if !findings.quality.reliable {

@@ -212,7 +212,7 @@ pub struct CaseScore {
     /// Matched bodies reported without a level in a case whose field holds no anchor:
     /// the answer the method owes there ("levels are relative"), not a wrong level.
     pub level_unknown_unanchorable: usize,
-    /// Levels were anchored on T12 in this case.
+    /// Levels were anchored (on T12, or up from the sacrum) in this case.
     pub anchored: bool,
     /// The anchor is in view: the centres of T12 and L1 lie in the field, so the step from
     /// rib-bearing to rib-free can be seen. Without it levels can only be relative.
