@@ -1,8 +1,9 @@
 //! Developer probe: the shape of each endplate as the refinement network sees it. At fractions
 //! of the way from the ventral to the dorsal point it asks the network
 //! (`EndplateModel::refine_points` with the middle point's channel) where the endplate is, and
-//! prints its depth below the ventral-dorsal chord in mm (positive: into the body). A biconcave endplate is a broad
-//! bowl; a Schmorl's node or a dense focus taken for the endplate is a narrow dip.
+//! prints its depth below the ventral-dorsal chord in mm (positive: into the body). A
+//! biconcave endplate is a broad bowl; a Schmorl's node or a dense focus taken for the
+//! endplate is a narrow dip.
 //! `cargo run --release -p vcfd --example profile_probe -- real DIR`
 //! `cargo run --release -p vcfd --example profile_probe -- case SEED INDEX`
 use vcfd_model::keypoints::{DecodeOptions, KeypointModel, Precision};

@@ -162,16 +162,13 @@ pub fn analyze(
     let spacing = median_spacing(&bodies);
     let t = Instant::now();
     let mut vertebrae: Vec<VertebraFinding> = Vec::with_capacity(bodies.len());
-    let mut outside = 0;
-    // Bodies before the first named one, in an anchored count, lie above T1 (C7, C6).
-    let first_named = levels.levels.iter().position(Option::is_some);
     for (i, b) in bodies.iter().enumerate() {
         let level = levels.levels.get(i).cloned().flatten();
-        // Outside what this analysis grades (one over C7 was graded 2 on a validation seed);
-        // it still serves as a neighbour for the expected heights. One counted below L5 is
-        // kept: the network is trained not to see S1, so that is more likely a count one off.
-        if levels.anchored && first_named.is_some_and(|f| i < f) {
-            outside += 1;
+        // Above T1 is outside what this analysis grades (one over C7 was graded 2 on a
+        // validation seed); such a body still serves as a neighbour for the expected heights.
+        // One counted below L5 is kept: the network is trained not to see S1, so that is more
+        // likely a count one off.
+        if i < levels.above_t1 {
             continue;
         }
         let d = classify(b.heights, expected_height(&bodies, i, spacing));
@@ -211,13 +208,12 @@ pub fn analyze(
             max_genant_grade,
             fracture_score,
             levels_anchored: levels.anchored,
-            levels_note: if outside > 0 {
-                format!(
-                    "{} {outside} body(ies) counted above T1 (cervical) not graded.",
+            levels_note: match levels.above_t1 {
+                0 => levels.note,
+                n => format!(
+                    "{} {n} body(ies) counted above T1 (cervical) not graded.",
                     levels.note
-                )
-            } else {
-                levels.note
+                ),
             },
             bmd,
             quality,

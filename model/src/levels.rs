@@ -24,6 +24,9 @@ pub struct LevelAssignment {
     pub anchor: Option<String>,
     /// For the report: how the levels were found, or why they are unknown.
     pub note: String,
+    /// How many of the first bodies the count puts above T1 (C7, C6): outside the range
+    /// graded here. 0 when unanchored.
+    pub above_t1: usize,
 }
 
 /// Level names in order; index 11 is T12, the anchor.
@@ -95,6 +98,7 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
         anchored: false,
         anchor: None,
         note,
+        above_t1: 0,
     };
     if bodies.len() < 2 {
         return unknown(
@@ -159,9 +163,11 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
         }
     };
     let mut levels = vec![None; bodies.len()];
+    let mut above_t1 = 0;
     for (k, s) in slots.iter().enumerate() {
         if let Some(i) = s.body {
             let idx = T12 + k as i64 - t;
+            above_t1 += usize::from(idx < 0);
             levels[i] = usize::try_from(idx)
                 .ok()
                 .and_then(|u| NAMES.get(u))
@@ -183,6 +189,7 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
             anchored: true,
             anchor: Some("S1 (sacrum below L5)".into()),
             note,
+            above_t1,
         };
     };
     let mut note = "Levels counted from T12, the lowest rib-bearing vertebra in view.".to_string();
@@ -205,6 +212,7 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
         anchored: true,
         anchor: Some("T12 (lowest rib-bearing vertebra)".into()),
         note,
+        above_t1,
     }
 }
 
@@ -296,12 +304,10 @@ fn sacral_score(volume: &Volume, f: &Frame) -> Option<f64> {
     let mut worst = f64::INFINITY;
     for side in [-1.0, 1.0] {
         let (mut total, mut inside, mut bone) = (0usize, 0usize, 0usize);
-        let mut l = ALA_MM.0;
-        while l <= ALA_MM.1 {
-            let mut a = ALA_POST_MM.0;
-            while a <= ALA_POST_MM.1 {
-                let mut u = -0.35 * f.height;
-                while u <= 0.35 * f.height {
+        let half = 0.35 * f.height;
+        for l in grid(ALA_MM) {
+            for a in grid(ALA_POST_MM) {
+                for u in grid((-half, half)) {
                     let p = add(
                         add(add(f.c, scale(f.lat, side * l)), scale(f.post, a)),
                         scale(f.up, u),
@@ -311,11 +317,8 @@ fn sacral_score(volume: &Volume, f: &Frame) -> Option<f64> {
                         inside += 1;
                         bone += usize::from(h > SACRAL_HU);
                     }
-                    u += 2.0;
                 }
-                a += 2.0;
             }
-            l += 2.0;
         }
         if 2 * inside < total {
             return None;
@@ -323,6 +326,13 @@ fn sacral_score(volume: &Volume, f: &Frame) -> Option<f64> {
         worst = worst.min(bone as f64 / inside as f64);
     }
     Some(worst)
+}
+
+/// Sample positions every 2 mm from `lo` up to `hi` (inclusive).
+fn grid((lo, hi): (f64, f64)) -> impl Iterator<Item = f64> {
+    (0..)
+        .map(move |k| lo + 2.0 * f64::from(k))
+        .take_while(move |&x| x <= hi)
 }
 
 /// Whether a patient-space point lies within the volume's voxel grid.
