@@ -64,8 +64,11 @@ const GAP_FACTOR: f64 = 1.6;
 /// a neck (about 6 mm thick, two cortices) gives ~300 mm3; a few voxels of a neighbour's
 /// neck crossing the boundary between two vertebrae do not.
 const NECK_MM3: f64 = 60.0;
-/// How far out (lateral, mm) a second rib in one piece must reach through its own and lower
-/// vertebrae's bone: a short 12th rib reaches ~50-65 mm before it leaves the search box.
+/// How far out a second rib in one piece must reach through its own and lower vertebrae's
+/// bone (mm from the body's centre in the axial plane): a short 12th rib reaches ~50-65 mm
+/// before it leaves the search box. Not sideways only: the 12th rib can run steeply back
+/// and leave the box behind the body before it is 50 mm out to the side (thick slices,
+/// kyphosis).
 const OWN_RIB_MM: f64 = 50.0;
 /// Bone threshold beside S1: above muscle (psoas, iliacus), below the fatty marrow of the
 /// sacral alae and iliac bones in older patients.
@@ -129,7 +132,7 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
             }
         })
         .collect();
-    let ribs = fit_step(&votes);
+    let steps = fit_step(&votes);
     // The sacrum below a rib-free last vertebra: that vertebra is L5, a second anchor that
     // counts upward (abdominal CT often shows S1 but cuts T12).
     let sacrum = votes.last().is_some_and(|&v| v < 0.0)
@@ -137,15 +140,21 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
             .and_then(|f| sacral_score(volume, &f))
             .is_some_and(|s| s >= SACRAL_FRACTION);
     let from_sacrum = sacrum.then(|| slots.len() as i64 - 1 - (L5 - T12));
+    let ribs = match &steps {
+        Some(ties) => match choose(ties, from_sacrum) {
+            Some(t) => Some(t),
+            None => {
+                return unknown(
+                    "Levels unknown: counting from the lowest rib-bearing vertebra and up from \
+                     the sacrum disagree by one or more vertebrae (a transitional lumbosacral \
+                     vertebra, 11 or 13 rib pairs, or a missed rib); count by hand."
+                        .into(),
+                );
+            }
+        },
+        None => None,
+    };
     let t = match (ribs, from_sacrum) {
-        (Some(t), Some(s)) if t as i64 != s => {
-            return unknown(
-                "Levels unknown: counting from the lowest rib-bearing vertebra and up from the \
-                 sacrum disagree by one or more vertebrae (a transitional lumbosacral \
-                 vertebra, 11 or 13 rib pairs, or a missed rib); count by hand."
-                    .into(),
-            );
-        }
         (Some(t), _) => t as i64,
         (None, Some(s)) => s,
         (None, None) => {
@@ -349,34 +358,51 @@ fn in_field(volume: &Volume, p: [f64; 3]) -> bool {
 const MAX_ABOVE_T12: usize = 13;
 const MAX_BELOW_T12: usize = 6;
 
-/// Index of the last rib-bearing slot of the best "ribs above, none below" step, or `None`
-/// when the best step has nothing on one side, the change is not clear, or it would put more
-/// vertebrae above or below T12 than a spine has.
+/// Indices (ascending) of the last rib-bearing slot of the best "ribs above, none below"
+/// steps, or `None` when the best step has nothing on one side or the change is not clear.
 ///
-/// Votes are +1 (ribs both sides), 0 (one side), -1 (none). Ties go to the lower slot: a
-/// one-sided rib at the transition is far more often a short 12th rib than a lumbar rib.
-fn fit_step(v: &[f64]) -> Option<usize> {
+/// Votes are +1 (ribs both sides), 0 (one side), -1 (none). Steps that fit equally well
+/// differ by one-sided votes at the transition; of those, a step that would put more
+/// vertebrae above or below T12 than a spine has, or with a rib-free slot above it or a
+/// rib-bearing one below, is dropped (none left: refused rather than miscounted, e.g.
+/// mid-thoracic ribs missed so that T1's ribs looked like the last ones). The caller picks
+/// among the rest.
+fn fit_step(v: &[f64]) -> Option<Vec<usize>> {
     let total: f64 = v.iter().sum();
-    let mut best: Option<(f64, usize)> = None;
+    let mut fits = Vec::with_capacity(v.len());
     let mut above = 0.0;
-    for (t, x) in v.iter().enumerate().take(v.len().saturating_sub(1)) {
+    for x in v.iter().take(v.len().saturating_sub(1)) {
         above += x;
-        let f = above - (total - above);
-        if best.is_none_or(|(b, _)| f >= b - 1e-9) {
-            best = Some((f, t));
-        }
+        fits.push(above - (total - above));
     }
-    let (f, t) = best?;
+    let best = fits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     // The step must beat both "no transition" fits (all above, all below) by a full vote.
-    if t > MAX_ABOVE_T12
-        || v.len() - 1 - t > MAX_BELOW_T12
-        || f < total.abs() + 1.0
-        || v[t] < 0.0
-        || v[t + 1] > 0.0
-    {
+    if fits.is_empty() || best < total.abs() + 1.0 {
         return None;
     }
-    Some(t)
+    let ties: Vec<usize> = fits
+        .iter()
+        .enumerate()
+        .filter(|&(t, &f)| {
+            f >= best - 1e-9
+                && t <= MAX_ABOVE_T12
+                && v.len() - 1 - t <= MAX_BELOW_T12
+                && v[t] >= 0.0
+                && v[t + 1] <= 0.0
+        })
+        .map(|(t, _)| t)
+        .collect();
+    (!ties.is_empty()).then_some(ties)
+}
+
+/// The step to count from among equally good ones (ascending): the one the sacrum points to,
+/// or `None` when it points to none of them; without the sacrum, the lowest: a one-sided rib
+/// at the transition is far more often a short 12th rib than a lumbar rib.
+fn choose(ties: &[usize], sacrum: Option<i64>) -> Option<usize> {
+    match sacrum {
+        Some(s) => ties.iter().copied().find(|&t| t as i64 == s),
+        None => ties.last().copied(),
+    }
 }
 
 /// Local frame of a body: unit vectors up (cranial), posterior and lateral (patient left).
@@ -444,6 +470,8 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
     let len = n[0] * n[1] * n[2];
     let mut rank_of = vec![NONE; len];
     let mut lat_of = vec![0f32; len];
+    // Distance from the body's axis in the axial plane, for how far a second rib reaches.
+    let mut out_of = vec![0f32; len];
     let mut left = vec![false; len];
     let local = |i: usize, j: usize, k: usize| (k * n[1] + j) * n[0] + i;
     for k in 0..n[2] {
@@ -486,6 +514,7 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
                 let x = local(i, j, k);
                 rank_of[x] = rank;
                 lat_of[x] = l.abs() as f32;
+                out_of[x] = l.hypot(a) as f32;
                 left[x] = l > 0.0;
             }
         }
@@ -599,7 +628,7 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
                         }
                         new
                     },
-                    |x| reach = reach.max(lat_of[x]),
+                    |x| reach = reach.max(out_of[x]),
                 );
                 if f64::from(reach) < OWN_RIB_MM {
                     continue;
@@ -795,6 +824,39 @@ mod tests {
         assert!(acc >= 0.95, "level accuracy {acc:.3}");
     }
 
+    /// Evaluation studies (validation seeds) whose 12th rib is fused with the 11th in one piece
+    /// and runs back out of the box before it is 50 mm out to the side: a kyphosis and a
+    /// 5 mm-slice study. Bodies from the truth.
+    #[test]
+    fn a_twelfth_rib_running_back_still_counts() {
+        for (seed, index) in [(93_001, 21), (97_001, 38)] {
+            let c = crate::evaluate::case(seed, index);
+            let ph = generate(c.seed, &c.options).unwrap();
+            let (bodies, names): (Vec<Body>, Vec<String>) = ph
+                .truth
+                .vertebrae
+                .iter()
+                .filter(|v| v.in_view && NAMES.contains(&v.level.as_str()))
+                .map(|v| {
+                    (
+                        Body {
+                            center_mm: v.center_mm,
+                            keypoints_mm: v.keypoints_mm.clone(),
+                        },
+                        v.level.clone(),
+                    )
+                })
+                .unzip();
+            let a = assign_levels(&ph.volume, &bodies);
+            let got: Vec<String> = a
+                .levels
+                .iter()
+                .map(|l| l.clone().unwrap_or_default())
+                .collect();
+            assert_eq!(got, names, "{seed} case {index}: {}", a.note);
+        }
+    }
+
     #[test]
     fn no_anchor_in_view_leaves_levels_unknown() {
         for c in [case(31, "T3", "T9"), case(32, "L2", "L5")] {
@@ -822,24 +884,46 @@ mod tests {
         }
     }
 
+    /// The step the count uses when no sacrum is in view.
+    fn lowest(v: &[f64]) -> Option<usize> {
+        fit_step(v).and_then(|t| choose(&t, None))
+    }
+
+    #[test]
+    fn the_sacrum_picks_among_equal_steps_and_refuses_others() {
+        assert_eq!(choose(&[11, 12], Some(11)), Some(11));
+        assert_eq!(choose(&[11, 12], None), Some(12));
+        assert_eq!(choose(&[11, 12], Some(13)), None);
+    }
+
     #[test]
     fn step_fit_needs_ribs_above_and_none_below() {
-        assert_eq!(fit_step(&[1.0, 1.0, 1.0, -1.0, -1.0]), Some(2));
+        assert_eq!(lowest(&[1.0, 1.0, 1.0, -1.0, -1.0]), Some(2));
         // One outlier on either side does not move the step.
-        assert_eq!(fit_step(&[1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0]), Some(3));
+        assert_eq!(lowest(&[1.0, -1.0, 1.0, 1.0, -1.0, -1.0, 1.0]), Some(3));
         // A one-sided (short) rib at the transition is the anchor.
-        assert_eq!(fit_step(&[1.0, 1.0, 0.0, -1.0, -1.0]), Some(2));
-        assert_eq!(fit_step(&[1.0; 5]), None);
-        assert_eq!(fit_step(&[-1.0; 5]), None);
-        assert_eq!(fit_step(&[-1.0, -1.0, 1.0, 1.0]), None);
+        assert_eq!(lowest(&[1.0, 1.0, 0.0, -1.0, -1.0]), Some(2));
+        assert_eq!(lowest(&[1.0; 5]), None);
+        assert_eq!(lowest(&[-1.0; 5]), None);
+        assert_eq!(lowest(&[-1.0, -1.0, 1.0, 1.0]), None);
         // Ribs on the first two bodies only, sixteen rib-free below: not a spine's count
         // (mid-thoracic ribs were missed), so no anchor rather than T1 called T12.
         let mut v = vec![1.0, 1.0];
         v.extend([-1.0; 16]);
-        assert_eq!(fit_step(&v), None);
+        assert_eq!(lowest(&v), None);
         let mut v = vec![1.0; 12];
         v.extend([-1.0; 5]);
-        assert_eq!(fit_step(&v), Some(11));
+        assert_eq!(lowest(&v), Some(11));
+        // One-sided votes at the transition tie several steps; those that would put more
+        // than T1-T11, C7 and C6 above T12 are dropped, not the whole count.
+        let mut v = vec![-1.0, -1.0, 0.0, 1.0, -1.0, -1.0];
+        v.extend([1.0; 8]);
+        v.extend([0.0, 0.0, -1.0, -1.0, 0.0]);
+        assert_eq!(fit_step(&v), Some(vec![13]));
+        assert_eq!(
+            fit_step(&[1.0, 1.0, 0.0, 0.0, -1.0, -1.0]),
+            Some(vec![1, 2, 3])
+        );
     }
 
     #[test]
