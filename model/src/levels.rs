@@ -140,19 +140,16 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
             .and_then(|f| sacral_score(volume, &f))
             .is_some_and(|s| s >= SACRAL_FRACTION);
     let from_sacrum = sacrum.then(|| slots.len() as i64 - 1 - (L5 - T12));
-    let ribs = match &steps {
-        Some(ties) => match choose(ties, from_sacrum) {
-            Some(t) => Some(t),
-            None => {
-                return unknown(
-                    "Levels unknown: counting from the lowest rib-bearing vertebra and up from \
-                     the sacrum disagree by one or more vertebrae (a transitional lumbosacral \
-                     vertebra, 11 or 13 rib pairs, or a missed rib); count by hand."
-                        .into(),
-                );
-            }
-        },
-        None => None,
+    let ribs = match steps.map(|ties| choose(&ties, from_sacrum)) {
+        Some(None) => {
+            return unknown(
+                "Levels unknown: counting from the lowest rib-bearing vertebra and up from the \
+                 sacrum disagree by one or more vertebrae (a transitional lumbosacral \
+                 vertebra, 11 or 13 rib pairs, or a missed rib); count by hand."
+                    .into(),
+            );
+        }
+        chosen => chosen.flatten(),
     };
     let t = match (ribs, from_sacrum) {
         (Some(t), _) => t as i64,
@@ -395,9 +392,9 @@ fn fit_step(v: &[f64]) -> Option<Vec<usize>> {
     (!ties.is_empty()).then_some(ties)
 }
 
-/// The step to count from among equally good ones (ascending): the one the sacrum points to,
-/// or `None` when it points to none of them; without the sacrum, the lowest: a one-sided rib
-/// at the transition is far more often a short 12th rib than a lumbar rib.
+/// The step to count from among equally good ones (slot order): the one the sacrum points
+/// to, or `None` when it points to none of them; without the sacrum, the lowest: a one-sided
+/// rib at the transition is far more often a short 12th rib than a lumbar rib.
 fn choose(ties: &[usize], sacrum: Option<i64>) -> Option<usize> {
     match sacrum {
         Some(s) => ties.iter().copied().find(|&t| t as i64 == s),
@@ -732,12 +729,17 @@ mod tests {
             ..Default::default()
         };
         let ph = generate(c.seed, &opts).unwrap();
-        let (bodies, names): (Vec<Body>, Vec<String>) = ph
-            .truth
+        let (bodies, names) = truth_bodies(&ph, c.drop);
+        (ph, bodies, names)
+    }
+
+    /// The phantom's bodies in view (T1-L5) and their levels, less the one named `drop`.
+    fn truth_bodies(ph: &Phantom, drop: Option<&str>) -> (Vec<Body>, Vec<String>) {
+        ph.truth
             .vertebrae
             .iter()
             .filter(|v| v.in_view && NAMES.contains(&v.level.as_str()))
-            .filter(|v| Some(v.level.as_str()) != c.drop)
+            .filter(|v| Some(v.level.as_str()) != drop)
             .map(|v| {
                 (
                     Body {
@@ -747,8 +749,7 @@ mod tests {
                     v.level.clone(),
                 )
             })
-            .unzip();
-        (ph, bodies, names)
+            .unzip()
     }
 
     #[test]
@@ -832,21 +833,7 @@ mod tests {
         for (seed, index) in [(93_001, 21), (97_001, 38)] {
             let c = crate::evaluate::case(seed, index);
             let ph = generate(c.seed, &c.options).unwrap();
-            let (bodies, names): (Vec<Body>, Vec<String>) = ph
-                .truth
-                .vertebrae
-                .iter()
-                .filter(|v| v.in_view && NAMES.contains(&v.level.as_str()))
-                .map(|v| {
-                    (
-                        Body {
-                            center_mm: v.center_mm,
-                            keypoints_mm: v.keypoints_mm.clone(),
-                        },
-                        v.level.clone(),
-                    )
-                })
-                .unzip();
+            let (bodies, names) = truth_bodies(&ph, None);
             let a = assign_levels(&ph.volume, &bodies);
             let got: Vec<String> = a
                 .levels
