@@ -7,7 +7,7 @@
 //! each body's keypoint z (mm).
 use vcfd::preview::{render, write_png, Plane, Window};
 use vcfd_model::analysis::{analyze, AnalysisOptions};
-use vcfd_model::evaluate::{case, scan_info};
+use vcfd_model::evaluate::{anchor_in_view, case, scan_info};
 use vcfd_model::keypoints::{KeypointModel, Precision};
 use vcfd_model::phantom::{generate, Phantom};
 
@@ -54,12 +54,7 @@ fn main() {
         let g = &ph.volume.geometry;
         let z_of = |k: f64| g.voxel_to_patient([0.0, 0.0, k])[2];
         // As `evaluate` counts it: an unknown level is right where T12 or L1 is out of view.
-        let anchor_in_view = ["T12", "L1"].iter().all(|l| {
-            ph.truth
-                .vertebrae
-                .iter()
-                .any(|v| v.level == *l && v.in_view)
-        });
+        let anchor_in_view = anchor_in_view(&ph.truth);
         println!(
             "CASE {i} seed {} {} anchored {} anchor_in_view {anchor_in_view} slices z {:.1}..{:.1}",
             c.seed,

@@ -163,7 +163,6 @@ pub fn analyze(
     let t = Instant::now();
     let mut vertebrae: Vec<VertebraFinding> = Vec::with_capacity(bodies.len());
     for (i, b) in bodies.iter().enumerate() {
-        let level = levels.levels.get(i).cloned().flatten();
         // Above T1 is outside what this analysis grades (one over C7 was graded 2 on a
         // validation seed); such a body still serves as a neighbour for the expected heights.
         // One counted below L5 is kept: the network is trained not to see S1, so that is more
@@ -171,6 +170,7 @@ pub fn analyze(
         if i < levels.above_t1 {
             continue;
         }
+        let level = levels.levels.get(i).cloned().flatten();
         let d = classify(b.heights, expected_height(&bodies, i, spacing));
         let trabecular_hu = match level.as_deref() {
             Some("T11" | "T12" | "L1" | "L2" | "L3") => trabecular_hu(volume, &b.keypoints),

@@ -214,8 +214,7 @@ pub struct CaseScore {
     pub level_unknown_unanchorable: usize,
     /// Levels were anchored (on T12, or up from the sacrum) in this case.
     pub anchored: bool,
-    /// The anchor is in view: the centres of T12 and L1 lie in the field, so the step from
-    /// rib-bearing to rib-free can be seen. Without it levels can only be relative.
+    /// See [`anchor_in_view`].
     pub anchor_in_view: bool,
     /// Reported minus true level index of the matched bodies that got a level (most common
     /// value): shows whether wrong levels are a miscounted anchor (+-1) or scattered.
@@ -227,6 +226,14 @@ pub struct CaseScore {
     pub reliable: bool,
     /// Truth bodies of grade >= 2.
     pub fractures: Vec<FractureScore>,
+}
+
+/// Whether the field shows the level anchor: the centres of T12 and L1 both in view, so the
+/// step from rib-bearing to rib-free can be seen. Without it levels can only be relative.
+pub fn anchor_in_view(truth: &Truth) -> bool {
+    ["T12", "L1"]
+        .iter()
+        .all(|l| truth.vertebrae.iter().any(|v| v.level == *l && v.in_view))
 }
 
 /// Matches findings to truth (greedy by distance, within [`MATCH_MM`]) and scores the case.
@@ -263,9 +270,7 @@ pub fn score_case(volume: &Volume, truth: &Truth, f: &Findings, seconds: f64) ->
         seconds,
         reliable: f.quality.reliable,
         anchored: f.levels_anchored,
-        anchor_in_view: ["T12", "L1"]
-            .iter()
-            .all(|l| truth.vertebrae.iter().any(|v| v.level == *l && v.in_view)),
+        anchor_in_view: anchor_in_view(truth),
         ..Default::default()
     };
     let mut shifts: Vec<i64> = Vec::new();
