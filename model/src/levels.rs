@@ -73,6 +73,11 @@ const OWN_RIB_MM: f64 = 50.0;
 /// Bone threshold beside S1: above muscle (psoas, iliacus), below the fatty marrow of the
 /// sacral alae and iliac bones in older patients.
 const SACRAL_HU: f32 = 100.0;
+/// Bone beside the body's posterolateral corner, as a fraction of the sampled region, that
+/// counts as a rib head on that side.
+const HEAD_FRACTION: f64 = 0.12;
+/// How far out from the body's side wall a rib head is looked for (mm).
+const HEAD_OUT_MM: f64 = 10.0;
 /// Lateral range (mm from the body centre) of the sacral alae and the sacroiliac joints.
 const ALA_MM: (f64, f64) = (32.0, 84.0);
 /// Posterior range (mm from the body centre) of the alae: level with the body and the
@@ -89,9 +94,9 @@ const NONE: i32 = i32::MIN;
 /// Why the lowest rib-bearing vertebra: it is visible in both chest and abdomen CT, unlike
 /// C2 or the sacrum, and radiology counts from it when the whole spine is not in view.
 /// Each body (and each slot where a gap in the spacing says a body was missed) gets a vote
-/// from the ribs that start beside it; a step "ribs above, none below" is fitted to the votes,
-/// so one rib-like body (iliac crest beside L5, a rudimentary 12th rib missed) does not move
-/// the anchor. Where the field shows the sacrum below a rib-free last vertebra, that vertebra
+/// from the ribs that start beside it, or whose heads meet it on both sides; a step "ribs
+/// above, none below" is fitted to the votes, so one rib-like body (iliac crest beside L5, a
+/// rudimentary 12th rib missed) does not move the anchor. Where the field shows the sacrum below a rib-free last vertebra, that vertebra
 /// is L5: a second count, upward, that must agree with the first or stand alone when no step
 /// is in view. Without either all levels are `None`: counting from the field's edge would be
 /// a guess.
@@ -120,18 +125,25 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
     // before passing the transverse processes) cannot be called rib-free: it abstains
     // unless ribs were found.
     let cut_off = |f: &Frame| !in_field(volume, add(f.c, scale(f.up, -f.height)));
-    let votes: Vec<f64> = rib_sides(volume, &slots)
-        .iter()
-        .zip(&slots)
-        .map(|(&n, s)| {
-            let v = f64::from(n) - 1.0;
-            if cut_off(&s.frame) {
-                v.max(0.0)
-            } else {
-                v
-            }
-        })
-        .collect();
+    // Rib heads are found locally, where the pieces can mislead. A head on both sides makes a
+    // vertebra rib-bearing when the one above is not rib-free: a rib fused with its neighbour
+    // or with the scapula is counted for another vertebra, or for none, yet its head still
+    // meets its own body. Below a rib-free vertebra it takes a head to count ribs: a piece
+    // there without one is a transverse process or kidney cortex bridged to a rib shaft from
+    // above (it abstains), and bone at the head's place is more likely an iliac crest or a
+    // large L5 transverse process (no rib-bearing island is made).
+    let mut votes: Vec<f64> = Vec::with_capacity(slots.len());
+    for (&n, s) in rib_sides(volume, &slots).iter().zip(&slots) {
+        let v = f64::from(n) - 1.0;
+        let above = votes.last().copied();
+        let v = match (rib_heads(volume, &s.frame), above) {
+            (Some(h), Some(a)) if v < 1.0 && a >= 0.0 && h[0].min(h[1]) >= HEAD_FRACTION => 1.0,
+            (Some(h), Some(a)) if v > 0.0 && a < 0.0 && h[0].max(h[1]) < HEAD_FRACTION => 0.0,
+            _ if cut_off(&s.frame) => v.max(0.0),
+            _ => v,
+        };
+        votes.push(v);
+    }
     let steps = fit_step(&votes);
     // The sacrum below a rib-free last vertebra: that vertebra is L5, a second anchor that
     // counts upward (abdominal CT often shows S1 but cuts T12).
@@ -140,7 +152,7 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
             .and_then(|f| sacral_score(volume, &f))
             .is_some_and(|s| s >= SACRAL_FRACTION);
     let from_sacrum = sacrum.then(|| slots.len() as i64 - 1 - (L5 - T12));
-    let ribs = match steps.map(|ties| choose(&ties, from_sacrum)) {
+    let ribs = match steps.map(|ties| choose(&ties, &votes, from_sacrum)) {
         Some(None) => {
             return unknown(
                 "Levels unknown: counting from the lowest rib-bearing vertebra and up from the \
@@ -393,12 +405,25 @@ fn fit_step(v: &[f64]) -> Option<Vec<usize>> {
 }
 
 /// The step to count from among equally good ones (slot order): the one the sacrum points
-/// to, or `None` when it points to none of them; without the sacrum, the lowest: a one-sided
-/// rib at the transition is far more often a short 12th rib than a lumbar rib.
-fn choose(ties: &[usize], sacrum: Option<i64>) -> Option<usize> {
+/// to, or `None` when it points to none of them; without the sacrum, the lowest that no
+/// rib-free vertebra separates from the highest. Why the lowest: a one-sided rib at the
+/// transition is far more often a short 12th rib than a lumbar rib. Why not past a rib-free
+/// one: no vertebra above T12 lacks ribs on both sides, so ribs below it are false (a
+/// transverse process or kidney cortex bridged to a rib shaft).
+fn choose(ties: &[usize], votes: &[f64], sacrum: Option<i64>) -> Option<usize> {
     match sacrum {
         Some(s) => ties.iter().copied().find(|&t| t as i64 == s),
-        None => ties.last().copied(),
+        None => {
+            let top = *ties.first()?;
+            ties.iter()
+                .copied()
+                .take_while(|&t| {
+                    votes
+                        .get(top..=t)
+                        .is_some_and(|v| v.iter().all(|&x| x >= 0.0))
+                })
+                .last()
+        }
     }
 }
 
@@ -640,6 +665,47 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
         .collect()
 }
 
+/// Bone fraction (right, left) just outside the body's side wall, in its posterior half and
+/// upper part: where a rib head meets its vertebra (the costovertebral joint). `None` when the
+/// region or the wall lies partly outside the field.
+///
+/// Why: every thoracic vertebra carries its ribs' heads there and no lumbar one does (psoas
+/// lies beside the lumbar body; transverse processes leave behind it). The wall is found
+/// below the head's level, as the outermost bone on a ray sideways through the body's
+/// posterior half.
+fn rib_heads(volume: &Volume, f: &Frame) -> Option<[f64; 2]> {
+    let mut out = [0.0; 2];
+    for (k, side) in [-1.0f64, 1.0].into_iter().enumerate() {
+        let at = |l: f64, a: f64, u: f64| {
+            volume.sample_patient(add(
+                add(add(f.c, scale(f.lat, side * l)), scale(f.post, a)),
+                scale(f.up, u * f.height),
+            ))
+        };
+        let mut wall = None;
+        for step in 0..=80 {
+            let l = 5.0 + 0.5 * f64::from(step);
+            if (at(l, 4.0, -0.3)? + at(l, 8.0, -0.3)?) / 2.0 > f32::from(BONE_HU) {
+                wall = Some(l);
+            }
+        }
+        let wall = wall?;
+        // 1 mm steps out and back (0-14 mm behind the centre), 5 % of the height up.
+        let (mut total, mut bone) = (0usize, 0usize);
+        for l in 1..=HEAD_OUT_MM as i32 {
+            for a in 0..=14 {
+                for u in 0..=9 {
+                    let h = at(wall + f64::from(l), f64::from(a), 0.05 * f64::from(u))?;
+                    total += 1;
+                    bone += usize::from(h > f32::from(BONE_HU));
+                }
+            }
+        }
+        out[k] = bone as f64 / total as f64;
+    }
+    Some(out)
+}
+
 /// Breadth-first flood from the voxels in `queue`: `enter` admits (and marks) a neighbour,
 /// `visit` sees every voxel reached, the seeds included.
 fn flood<I: Iterator<Item = usize>>(
@@ -830,18 +896,91 @@ mod tests {
     /// 5 mm-slice study. Bodies from the truth.
     #[test]
     fn a_twelfth_rib_running_back_still_counts() {
-        for (seed, index) in [(93_001, 21), (97_001, 38)] {
-            let c = crate::evaluate::case(seed, index);
-            let ph = generate(c.seed, &c.options).unwrap();
-            let (bodies, names) = truth_bodies(&ph, None);
-            let a = assign_levels(&ph.volume, &bodies);
-            let got: Vec<String> = a
-                .levels
-                .iter()
-                .map(|l| l.clone().unwrap_or_default())
-                .collect();
-            assert_eq!(got, names, "{seed} case {index}: {}", a.note);
+        truth_levels_are_right(93_001, 21);
+        truth_levels_are_right(97_001, 38);
+    }
+
+    /// Levels of an evaluation study's truth bodies, all right.
+    fn truth_levels_are_right(seed: u64, index: usize) {
+        let c = crate::evaluate::case(seed, index);
+        let ph = generate(c.seed, &c.options).unwrap();
+        let (bodies, names) = truth_bodies(&ph, None);
+        let a = assign_levels(&ph.volume, &bodies);
+        let got: Vec<String> = a
+            .levels
+            .iter()
+            .map(|l| l.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(got, names, "{seed} case {index}: {}", a.note);
+    }
+
+    /// An evaluation study (dev seed, 5 mm slices) whose 12th rib is fused with the 11th in
+    /// one piece and counted for T11 only (one off): its head beside T12 is found. Bodies
+    /// from the truth.
+    #[test]
+    fn a_rib_head_finds_a_twelfth_rib_fused_with_the_eleventh() {
+        truth_levels_are_right(96_001, 10);
+    }
+
+    /// Levels of an evaluation study's bodies as the shipped detector finds them (the daemon's
+    /// view), all matched bodies right.
+    fn detected_levels_are_right(seed: u64, index: usize) {
+        use crate::keypoints::{KeypointModel, Precision};
+        let c = crate::evaluate::case(seed, index);
+        let ph = generate(c.seed, &c.options).unwrap();
+        let model = KeypointModel::shipped(Precision::F32).unwrap();
+        let scan = crate::evaluate::scan_info(&ph);
+        let a = crate::analysis::analyze(&ph.volume, &scan, &model, &Default::default()).unwrap();
+        let s = crate::evaluate::score_case(&ph.volume, &ph.truth, &a.findings, 0.0);
+        assert!(
+            s.anchor_in_view && s.matched >= 10,
+            "{seed}/{index}: {}",
+            s.matched
+        );
+        assert_eq!(
+            s.level_correct, s.matched,
+            "{seed}/{index}: {}",
+            a.findings.levels_note
+        );
+    }
+
+    /// A dev study whose ribs T3-T11 join through the scapula into one piece on each side,
+    /// so the pieces show no step: their heads are found.
+    #[test]
+    fn rib_heads_find_ribs_joined_through_the_scapula() {
+        detected_levels_are_right(97_001, 46);
+    }
+
+    /// A dev study (osteophytes) where a piece bridged to a rib shaft gives L2, below the
+    /// rib-free L1, ribs on both sides: without a head beside L2 they do not count.
+    #[test]
+    fn ribs_below_a_rib_free_vertebra_need_a_head() {
+        detected_levels_are_right(95_001, 73);
+    }
+
+    /// Rib heads beside most of T8-T12, and beside none of L1-L5 on either side. (A body
+    /// whose side wall is not found, e.g. thin osteoporotic cortex, gives no evidence.)
+    #[test]
+    fn rib_heads_are_thoracic_only() {
+        let (mut found, mut thoracic) = (0, 0);
+        for seed in [11, 12, 13] {
+            let (ph, bodies, names) = render(&case(seed, "T8", "L5"));
+            for (b, name) in bodies.iter().zip(&names) {
+                let h = rib_heads(&ph.volume, &frame(b));
+                println!("seed {seed} {name}: {h:.3?}");
+                let Some(h) = h else { continue };
+                if name.starts_with('T') {
+                    found += usize::from(h[0].min(h[1]) >= HEAD_FRACTION);
+                    thoracic += 1;
+                } else {
+                    assert!(h[0].max(h[1]) < HEAD_FRACTION, "seed {seed} {name}: {h:?}");
+                }
+            }
         }
+        assert!(
+            thoracic >= 8 && 4 * found >= 3 * thoracic,
+            "{found} of {thoracic}"
+        );
     }
 
     #[test]
@@ -873,14 +1012,15 @@ mod tests {
 
     /// The step the count uses when no sacrum is in view.
     fn lowest(v: &[f64]) -> Option<usize> {
-        fit_step(v).and_then(|t| choose(&t, None))
+        fit_step(v).and_then(|t| choose(&t, v, None))
     }
 
     #[test]
     fn the_sacrum_picks_among_equal_steps_and_refuses_others() {
-        assert_eq!(choose(&[11, 12], Some(11)), Some(11));
-        assert_eq!(choose(&[11, 12], None), Some(12));
-        assert_eq!(choose(&[11, 12], Some(13)), None);
+        let v = [1.0; 14];
+        assert_eq!(choose(&[11, 12], &v, Some(11)), Some(11));
+        assert_eq!(choose(&[11, 12], &v, None), Some(12));
+        assert_eq!(choose(&[11, 12], &v, Some(13)), None);
     }
 
     #[test]
@@ -911,6 +1051,11 @@ mod tests {
             fit_step(&[1.0, 1.0, 0.0, 0.0, -1.0, -1.0]),
             Some(vec![1, 2, 3])
         );
+        // A rib-free vertebra between equal steps: ribs below it are false, the upper step
+        // is the anchor (a scoliosis study, dev seed 98001, case 37).
+        let v = [0.0, 1.0, 1.0, 1.0, 0.0, -1.0, 1.0, -1.0, -1.0, -1.0];
+        assert_eq!(fit_step(&v), Some(vec![3, 4, 6]));
+        assert_eq!(lowest(&v), Some(4));
     }
 
     #[test]
