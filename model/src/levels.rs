@@ -667,7 +667,8 @@ fn rib_sides(volume: &Volume, slots: &[Slot]) -> Vec<u8> {
 
 /// Bone fraction (right, left) just outside the body's side wall, in its posterior half and
 /// upper part: where a rib head meets its vertebra (the costovertebral joint). `None` when the
-/// region or the wall lies partly outside the field.
+/// region or the wall's ray lies partly outside the field, or the ray finds no bone (a thin
+/// osteoporotic cortex): no evidence either way.
 ///
 /// Why: every thoracic vertebra carries its ribs' heads there and no lumbar one does (psoas
 /// lies beside the lumbar body; transverse processes leave behind it). The wall is found
