@@ -54,9 +54,9 @@ fn main() {
         let g = &ph.volume.geometry;
         let z_of = |k: f64| g.voxel_to_patient([0.0, 0.0, k])[2];
         // As `evaluate` counts it: an unknown level is right where T12 or L1 is out of view.
-        let anchor_in_view = anchor_in_view(&ph.truth);
+        let anchorable = anchor_in_view(&ph.truth);
         println!(
-            "CASE {i} seed {} {} anchored {} anchor_in_view {anchor_in_view} slices z {:.1}..{:.1}",
+            "CASE {i} seed {} {} anchored {} anchor_in_view {anchorable} slices z {:.1}..{:.1}",
             c.seed,
             c.condition.as_str(),
             a.findings.levels_anchored,
@@ -75,7 +75,7 @@ fn main() {
                 .map_or("?", |v| v.level.as_str());
             let got = d.level.as_deref().unwrap_or("-");
             total += 1;
-            wrong += usize::from(got != truth && (anchor_in_view || d.level.is_some()));
+            wrong += usize::from(got != truth && (anchorable || d.level.is_some()));
             let h = &d.heights_mm;
             println!(
                 "  z {:7.1} got {got:4} truth {truth:4} conf {:.2} H {:.1}/{:.1}/{:.1} def {:.2} grade {}",

@@ -96,9 +96,9 @@ const NONE: i32 = i32::MIN;
 /// Each body (and each slot where a gap in the spacing says a body was missed) gets a vote
 /// from the ribs that start beside it, or whose heads meet it on both sides; a step "ribs
 /// above, none below" is fitted to the votes, so one rib-like body (iliac crest beside L5, a
-/// rudimentary 12th rib missed) does not move the anchor. Where the field shows the sacrum below a rib-free last vertebra, that vertebra
-/// is L5: a second count, upward, that must agree with the first or stand alone when no step
-/// is in view. Without either all levels are `None`: counting from the field's edge would be
+/// rudimentary 12th rib missed) does not move the anchor. Where the field shows the sacrum
+/// below a rib-free last vertebra, that vertebra is L5: a second count, upward, that must
+/// agree with the first or stand alone when no step is in view. Without either all levels are `None`: counting from the field's edge would be
 /// a guess.
 pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
     let unknown = |note: String| LevelAssignment {
@@ -137,7 +137,7 @@ pub fn assign_levels(volume: &Volume, bodies: &[Body]) -> LevelAssignment {
         let v = f64::from(n) - 1.0;
         let above = votes.last().copied();
         let v = match (rib_heads(volume, &s.frame), above) {
-            (Some(h), Some(a)) if v < 1.0 && a >= 0.0 && h[0].min(h[1]) >= HEAD_FRACTION => 1.0,
+            (Some(h), Some(a)) if a >= 0.0 && h[0].min(h[1]) >= HEAD_FRACTION => 1.0,
             (Some(h), Some(a)) if v > 0.0 && a < 0.0 && h[0].max(h[1]) < HEAD_FRACTION => 0.0,
             _ if cut_off(&s.frame) => v.max(0.0),
             _ => v,
@@ -415,14 +415,11 @@ fn choose(ties: &[usize], votes: &[f64], sacrum: Option<i64>) -> Option<usize> {
         Some(s) => ties.iter().copied().find(|&t| t as i64 == s),
         None => {
             let top = *ties.first()?;
+            let rib_free = votes.iter().skip(top).position(|&x| x < 0.0);
             ties.iter()
                 .copied()
-                .take_while(|&t| {
-                    votes
-                        .get(top..=t)
-                        .is_some_and(|v| v.iter().all(|&x| x >= 0.0))
-                })
-                .last()
+                .rev()
+                .find(|&t| rib_free.is_none_or(|p| t < top + p))
         }
     }
 }
